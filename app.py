@@ -1,0 +1,52 @@
+"""Entry point (also the Space's app_file): prepare models if needed, then serve the Gradio app."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+log = logging.getLogger("app")
+
+
+def create_service(prepare: bool = True):
+    """The service with every task's model loaded (building them first when `prepare` and missing)."""
+    from app.service import Service
+    from config import settings
+    from runtime.models import ModelSet
+    from tasks import REGISTRY
+
+    s = settings()
+    if prepare:
+        from export.prepare import prepare as prepare_models, ready
+
+        if not ready(s, list(REGISTRY)):
+            log.info("models are not prepared yet: preparing (first start only, a few minutes)")
+            prepare_models(s, list(REGISTRY))
+    models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads)
+    for name in REGISTRY:
+        models.load(name)
+    return Service(models, s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--no-prepare", action="store_true", help="fail instead of building missing models")
+    args = parser.parse_args(argv)
+    from runtime.logs import setup_logging
+
+    setup_logging()
+
+    from app.ui import CSS, build_demo
+
+    service = create_service(prepare=not args.no_prepare)
+    demo = build_demo(service)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.launch(server_name=args.host, server_port=args.port, css=CSS, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The task service: cleans input, builds prompts, runs the task's model, streams replies. No Gradio here."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import numpy as np
+
+from config import Settings
+from runtime.lm import OnnxCausalLM, Sampling
+from runtime.models import Backend, ModelSet
+from tasks import REGISTRY, Task, TaskInputError, clean_text
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """The model failed; the message is safe to show to a user."""
+
+
+@dataclass
+class Reply:
+    task: str
+    text: str = ""
+    probabilities: dict[str, float] | None = None
+    notices: list[str] = field(default_factory=list)
+    done: bool = False
+    model: str = ""  # what answered: version, provider, precision
+    prompt: str = ""  # the exact prompt text sent to the model (stored with feedback)
+    settings: dict = field(default_factory=dict)  # decoding settings actually used
+
+
+def render_prompt(tokenizer, messages: list[dict], answer_prefix: str = "") -> str:
+    """The chat prompt: the tokenizer's template where it has one, ChatML otherwise."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        text += "<|im_start|>assistant\n"
+    return text + answer_prefix
+
+
+def label_token_ids(tokenizer, labels: tuple[str, ...]) -> dict[str, list[int]]:
+    """First-token ids of each label word's spellings (lower/capitalised, with/without space), shared ids dropped."""
+    ids: dict[str, set[int]] = {}
+    for label in labels:
+        variants = {label, label.capitalize(), " " + label, " " + label.capitalize()}
+        ids[label] = {tokenizer(v, add_special_tokens=False).input_ids[0] for v in variants}
+    shared = {i for a in labels for b in labels if a != b for i in ids[a] & ids[b]}
+    out = {label: sorted(ids[label] - shared) for label in labels}
+    if any(not v for v in out.values()):
+        raise ValueError(f"label words {labels} share all their first tokens")
+    return out
+
+
+class Service:
+    def __init__(self, models: ModelSet, settings: Settings, tasks: dict[str, Task] | None = None):
+        self.models = models
+        self.settings = settings
+        self.tasks = tasks or REGISTRY
+
+    def task(self, name: str) -> Task:
+        if name not in self.tasks:
+            raise TaskInputError(f"unknown task {name!r}")
+        return self.tasks[name]
+
+    def describe(self, name: str) -> str:
+        try:
+            return self.models.get(name).describe
+        except Exception as e:  # noqa: BLE001 - shown in the footer, never fatal
+            return f"model not available ({e})"
+
+    def backend(self, name: str) -> Backend:
+        return self.models.get(name)
+
+    def _fit_prompt(self, task: Task, tokenizer, text: str, opts: dict) -> tuple[list[int], str, list[str]]:
+        """Token ids of the prompt; the user's text is cut (with a notice) to fit the input budget."""
+        budget = self.settings.max_input_tokens
+        prompt = render_prompt(tokenizer, task.build_messages(text, opts), task.answer_prefix)
+        ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        if len(ids) <= budget:
+            return ids, prompt, []
+        text_ids = tokenizer(text, add_special_tokens=False).input_ids
+        keep = max(len(text_ids) - (len(ids) - budget) - 1, 1)
+        while True:  # re-tokenizing a cut string can add a token or two: shrink until it fits
+            cut = tokenizer.decode(text_ids[:keep], skip_special_tokens=True)
+            prompt = render_prompt(tokenizer, task.build_messages(cut, opts), task.answer_prefix)
+            ids = tokenizer(prompt, add_special_tokens=False).input_ids
+            if len(ids) <= budget or keep <= 1:
+                break
+            keep -= max(1, len(ids) - budget)
+        notice = (f"Your text is longer than the model's input limit: only its first {keep:,} of "
+                  f"{len(text_ids):,} tokens were used.")
+        return ids, prompt, [notice]
+
+    def run(self, name: str, text, **controls) -> Iterator[Reply]:
+        """Answer `text` with task `name`; yields partial replies (streaming), the last one has done=True.
+        Raises TaskInputError for bad input and ServiceError when the model fails."""
+        task = self.task(name)
+        text, notices = clean_text(text)
+        opts = task.options(controls)
+        try:
+            backend = self.models.get(name)
+        except Exception as e:
+            log.exception("no model for %s", name)
+            raise ServiceError(f"The {task.title} model is not available right now.") from e
+        tokenizer = backend.model.tokenizer
+        if task.kind == "classify":
+            yield self._classify(task, backend, text, opts, notices)
+            return
+        ids, prompt, cut = self._fit_prompt(task, tokenizer, text, opts)
+        s = self._sampling(task, opts)
+        reply = Reply(task=name, notices=notices + cut, model=backend.describe, prompt=prompt,
+                      settings={"temperature": s.temperature, "top_p": s.top_p,
+                                "max_new_tokens": s.max_new_tokens, "repetition_penalty": s.repetition_penalty})
+        new: list[int] = []
+        try:
+            for tok in backend.model.stream(ids, s):
+                new.append(tok)
+                partial = tokenizer.decode(new, skip_special_tokens=True)
+                if partial.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    continue
+                reply.text = partial
+                yield replace(reply)  # a snapshot: callers may keep every partial reply
+        except Exception as e:
+            log.exception("generation failed for %s", name)
+            raise ServiceError("The model failed while answering. Please try again.") from e
+        reply.text = task.postprocess(tokenizer.decode(new, skip_special_tokens=True))
+        if not reply.text:
+            reply.notices.append("The model returned an empty answer.")
+        reply.done = True
+        yield reply
+
+    def _sampling(self, task: Task, opts: dict) -> Sampling:
+        d = task.decoding
+        cap = self.settings.max_new_tokens_cap
+        return Sampling(max_new_tokens=min(int(opts.get("max_new_tokens", d.max_new_tokens)), cap),
+                        temperature=float(opts.get("temperature", d.temperature)),
+                        top_p=float(opts.get("top_p", d.top_p)), repetition_penalty=d.repetition_penalty)
+
+    def _classify(self, task: Task, backend: Backend, text: str, opts: dict, notices: list[str]) -> Reply:
+        model = backend.model
+        reply = Reply(task=task.name, notices=notices, model=backend.describe, done=True)
+        try:
+            if isinstance(model, OnnxCausalLM):  # zero-shot: compare the likelihood of the label words
+                ids, prompt, cut = self._fit_prompt(task, model.tokenizer, text, opts)
+                reply.prompt, reply.notices = prompt, notices + cut
+                logp = model.next_token_logprobs(ids)
+                scores = {}
+                for label, tids in label_token_ids(model.tokenizer, task.labels).items():
+                    vals = logp[tids]
+                    scores[label] = float(vals.max() + math.log(np.exp(vals - vals.max()).sum()))
+                top = max(scores.values())
+                z = sum(math.exp(v - top) for v in scores.values())
+                probs = {k: math.exp(v - top) / z for k, v in scores.items()}
+            else:
+                enc = model.tokenizer(text, add_special_tokens=False).input_ids
+                if len(enc) > model.max_length:
+                    reply.notices.append(f"Only the first {model.max_length} of {len(enc)} tokens were used.")
+                reply.prompt = text
+                p = model.predict_proba([text])[0]
+                id2label = backend.labels
+                probs = {id2label[i]: float(p[i]) for i in range(len(p))}
+        except TaskInputError:
+            raise
+        except Exception as e:
+            log.exception("classification failed for %s", task.name)
+            raise ServiceError("The model failed while answering. Please try again.") from e
+        reply.probabilities = dict(sorted(probs.items(), key=lambda kv: -kv[1]))
+        reply.text = next(iter(reply.probabilities))
+        return reply

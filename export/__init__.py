@@ -1,0 +1,1 @@
+"""Building models: base checkpoint preparation, ONNX export with proof, quantization."""

@@ -1,0 +1,38 @@
+"""Make every task servable: prepare the base GPT, export it to ONNX with proof, register a version per task."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from config import Settings
+from runtime import registry
+
+log = logging.getLogger(__name__)
+
+
+def prepare_base_versions(s: Settings, tasks: list[str], precisions: list[str] | None = None,
+                          force: bool = False) -> registry.ModelVersion:
+    """Register the un-tuned base model (zero-shot prompts) for every task that has no version yet."""
+    from export.base_model import prepare_base
+    from export.onnx_export import export_model
+
+    ckpt = prepare_base(s.base_model, s.models_dir, force=force)
+    result = export_model(ckpt, s.models_dir / "onnx", "lm", precisions, force=force)
+    mv = registry.ModelVersion(version=f"base-{result.key[:8]}", kind="lm", path=str(result.path),
+                               tuned=False, base_model=s.base_model)
+    for task in tasks:
+        cur = registry.current(s.models_dir, task)
+        # a fine-tuned current version stays current; the base version is only a fallback
+        registry.register(s.models_dir, task, mv, make_current=cur is None or not cur.tuned)
+    return mv
+
+
+def ready(s: Settings, tasks: list[str]) -> bool:
+    return all(registry.current(s.models_dir, t) is not None for t in tasks)
+
+
+def prepare(s: Settings, tasks: list[str], force: bool = False) -> None:
+    if force or not ready(s, tasks):
+        prepare_base_versions(s, tasks, force=force)
+    for t in tasks:
+        log.info("task %s -> %s", t, registry.current(s.models_dir, t).version)

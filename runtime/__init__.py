@@ -1,0 +1,1 @@
+"""Model runtime: ONNX Runtime sessions, provider choice, generation and classification. Knows no tasks."""

@@ -1,0 +1,154 @@
+"""A causal LM served from ONNX with a KV cache: a lean token loop for streaming, sampling and scoring."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from runtime.providers import Placement, open_session
+
+log = logging.getLogger(__name__)
+
+_NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+
+def pick_token(logits: np.ndarray, s: Sampling, history: Sequence[int], rng: np.random.Generator) -> int:
+    logits = logits.astype(np.float64, copy=True)
+    if s.repetition_penalty != 1.0 and len(history):
+        seen = np.unique(np.asarray(history, dtype=np.int64))
+        vals = logits[seen]
+        logits[seen] = np.where(vals > 0, vals / s.repetition_penalty, vals * s.repetition_penalty)
+    if s.temperature <= 0:
+        return int(np.argmax(logits))
+    logits /= s.temperature
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    if s.top_p < 1.0:
+        order = np.argsort(-probs)
+        cum = np.cumsum(probs[order])
+        keep = order[: int(np.searchsorted(cum, s.top_p) + 1)]
+        mask = np.zeros_like(probs)
+        mask[keep] = probs[keep]
+        probs = mask / mask.sum()
+    return int(rng.choice(len(probs), p=probs))
+
+
+class OnnxCausalLM:
+    """One ONNX Runtime session of a decoder with past key/values, reused by every request."""
+
+    def __init__(self, onnx_path: Path, tokenizer, precision: str, provider: str = "auto", threads: int = 0):
+        self.tokenizer = tokenizer
+        self.session, self.placement = open_session(onnx_path, precision, provider, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
+        self.past_names = [i.name for i in past]
+        self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
+        self.past_dtype = _NP_DTYPE.get(past[0].type, np.float32) if past else np.float32
+        # shape: (batch, kv_heads, seq, head_dim); the static dims come from the graph
+        self.kv_heads, self.head_dim = (past[0].shape[1], past[0].shape[3]) if past else (0, 0)
+        self._lock = threading.Lock()  # guards nothing in ORT (run is thread-safe); only lazy state
+
+    @property
+    def stop_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        for t in ("<|im_end|>", "<|endoftext|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(t)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        return {i for i in ids if i is not None}
+
+    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        shape = (batch, self.kv_heads, 0, self.head_dim)
+        return {n: np.zeros(shape, dtype=self.past_dtype) for n in self.past_names}
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, past: dict[str, np.ndarray],
+                position_ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, **past}
+        if "position_ids" in self.input_names:
+            feeds["position_ids"] = position_ids
+        outs = self.session.run(None, feeds)
+        named = dict(zip(self.output_names, outs))
+        new_past = {p: named[q] for p, q in zip(self.past_names, self.present_names)}
+        return named["logits"], new_past
+
+    def stream(self, prompt_ids: Sequence[int], s: Sampling) -> Iterator[int]:
+        """Yield new token ids one by one until a stop token or the token budget."""
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        rng = np.random.default_rng(s.seed)
+        stop = self.stop_ids
+        ids = np.asarray([list(prompt_ids)], dtype=np.int64)
+        total = ids.shape[1]
+        attn = np.ones((1, total), dtype=np.int64)
+        pos = np.arange(total, dtype=np.int64)[None, :]
+        past = self._empty_past(1)
+        history = list(prompt_ids)
+        for _ in range(s.max_new_tokens):
+            logits, past = self.forward(ids, attn, past, pos)
+            tok = pick_token(logits[0, -1], s, history, rng)
+            if tok in stop:
+                return
+            yield tok
+            history.append(tok)
+            ids = np.asarray([[tok]], dtype=np.int64)
+            pos = np.asarray([[total]], dtype=np.int64)
+            total += 1
+            attn = np.ones((1, total), dtype=np.int64)
+
+    def generate(self, prompt_ids: Sequence[int], s: Sampling) -> list[int]:
+        return list(self.stream(prompt_ids, s))
+
+    def next_token_logprobs(self, prompt_ids: Sequence[int]) -> np.ndarray:
+        """Log-probabilities of every vocabulary token after the prompt (zero-shot classification)."""
+        ids = np.asarray([list(prompt_ids)], dtype=np.int64)
+        n = ids.shape[1]
+        logits, _ = self.forward(ids, np.ones((1, n), np.int64), self._empty_past(1),
+                                 np.arange(n, dtype=np.int64)[None, :])
+        last = logits[0, -1].astype(np.float64)
+        return last - (np.log(np.exp(last - last.max()).sum()) + last.max())
+
+
+class OnnxClassifier:
+    """A sequence-classification ONNX model (GPT + score head): probabilities of every class."""
+
+    def __init__(self, onnx_path: Path, tokenizer, precision: str, provider: str = "auto", threads: int = 0,
+                 max_length: int = 256):
+        self.tokenizer = tokenizer
+        self.session, self.placement = open_session(onnx_path, precision, provider, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.max_length = max_length
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        # Right padding with pad id: the exported head finds the last real token by the pad id.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length buckets: 2x by itself
+        out: list[np.ndarray | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="np", padding_side="right")
+            feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask") if k in self.input_names}
+            if "position_ids" in self.input_names:
+                feeds["position_ids"] = np.maximum(np.cumsum(enc["attention_mask"], -1) - 1, 0).astype(np.int64)
+            logits = self.session.run(None, feeds)[0].astype(np.float64)
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            for j, i in enumerate(idx):
+                out[i] = probs[j]
+        return np.stack(out) if out else np.zeros((0, 0))
+
+
+__all__ = ["OnnxCausalLM", "OnnxClassifier", "Sampling", "Placement", "pick_token"]

@@ -1,0 +1,88 @@
+"""The loaded models: one ONNX session per distinct export, shared by the tasks that use it, swappable live."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime import registry
+from runtime.lm import OnnxCausalLM, OnnxClassifier
+from runtime.providers import Placement, choose_precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backend:
+    version: registry.ModelVersion
+    model: OnnxCausalLM | OnnxClassifier
+    placement: Placement
+    labels: list[str] | None = None  # classifier: class names in output order (config id2label)
+
+    @property
+    def describe(self) -> str:
+        tuned = "fine-tuned" if self.version.tuned else "un-tuned base model (zero-shot prompt)"
+        return (f"model {self.version.version} ({tuned}) · {self.placement.provider.replace('ExecutionProvider', '')}"
+                f" · {self.placement.precision}")
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+class ModelSet:
+    """Maps task name -> Backend. Sessions are cached by (export path, precision) so tasks share them."""
+
+    def __init__(self, models_dir: Path, provider: str = "auto", precision: str = "auto", threads: int = 0):
+        self.models_dir = Path(models_dir)
+        self.provider, self.precision, self.threads = provider, precision, threads
+        self._sessions: dict[tuple[str, str], tuple[object, Placement]] = {}
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    def _open(self, mv: registry.ModelVersion) -> Backend:
+        import json
+
+        manifest = json.loads((Path(mv.path) / "manifest.json").read_text())
+        precision = choose_precision(self.precision, self.provider, manifest["precisions"])
+        key = (mv.path, precision)
+        if key not in self._sessions:
+            tok = _load_tokenizer(Path(mv.path))
+            onnx_path = Path(mv.path) / precision / "model.onnx"
+            cls = OnnxCausalLM if mv.kind == "lm" else OnnxClassifier
+            model = cls(onnx_path, tok, precision, self.provider, self.threads)
+            self._sessions[key] = (model, model.placement)
+        model, placement = self._sessions[key]
+        labels = None
+        if mv.kind == "classifier":
+            cfg = json.loads((Path(mv.path) / "config.json").read_text())
+            labels = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
+        return Backend(mv, model, placement, labels)
+
+    def load(self, task: str) -> Backend:
+        """(Re)load the registry's current version for `task`; a new version replaces the old one live."""
+        mv = registry.current(self.models_dir, task)
+        if mv is None:
+            raise LookupError(f"no model registered for task {task!r}: run `python -m export prepare`")
+        with self._lock:
+            old = self._backends.get(task)
+            if old is None or old.version.version != mv.version or old.version.path != mv.path:
+                self._backends[task] = self._open(mv)
+                log.info("task %s serves %s", task, self._backends[task].describe)
+            return self._backends[task]
+
+    def get(self, task: str) -> Backend:
+        backend = self._backends.get(task)
+        return backend if backend is not None else self.load(task)
+
+    def refresh(self) -> list[str]:
+        """Pick up newly registered versions without a restart; returns the tasks that changed."""
+        changed = []
+        for task in list(self._backends):
+            before = self._backends[task].version.version
+            if self.load(task).version.version != before:
+                changed.append(task)
+        return changed

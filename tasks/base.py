@@ -1,0 +1,130 @@
+"""The shape every task module shares: a Task dataclass, its controls and decoding defaults, input cleaning."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Text beyond this many characters is cut before tokenizing (a 1 MB paste should not cost a second of CPU).
+MAX_CHARS = 20_000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+
+
+class TaskInputError(ValueError):
+    """Input the task cannot answer; the message is shown to the user as is."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """One extra input of a task besides its text (a choice or a number), shown as a widget and an API arg."""
+
+    name: str
+    label: str
+    default: Any
+    choices: tuple[str, ...] = ()
+    minimum: float = 0.0
+    maximum: float = 1.0
+    step: float = 0.05
+
+    def clean(self, value: Any) -> Any:
+        if value is None:
+            return self.default
+        if self.choices:
+            if value not in self.choices:
+                raise TaskInputError(f"{self.label} must be one of: {', '.join(self.choices)}")
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise TaskInputError(f"{self.label} must be a number") from None
+        if number != number:  # NaN
+            raise TaskInputError(f"{self.label} must be a number")
+        number = min(max(number, self.minimum), self.maximum)
+        return int(number) if isinstance(self.default, int) else number
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.1
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: what it asks of the user, how it prompts the GPT, how it reads the answer, how it is scored."""
+
+    name: str  # registry key and API name
+    title: str  # tab title
+    description: str
+    kind: str  # "generate" or "classify"
+    input_label: str
+    build_messages: Callable[[str, dict], list[dict]]  # (text, options) -> chat messages
+    metric: Callable[[list, list], dict]  # (predictions, references) -> {name: value}
+    examples: tuple[tuple, ...] = ()  # (text, *control values)
+    controls: tuple[Control, ...] = ()
+    decoding: Decoding = Decoding()
+    postprocess: Callable[[str], str] = str.strip
+    labels: tuple[str, ...] = ()  # classify: class names, in model output order
+    placeholder: str = ""
+    answer_prefix: str = ""  # text the assistant turn starts with (primes the answer format)
+
+    def options(self, values: dict) -> dict:
+        """Validated control values, defaults filled in."""
+        return {c.name: c.clean(values.get(c.name)) for c in self.controls}
+
+
+def clean_text(text: Any) -> tuple[str, list[str]]:
+    """Normalise user text; returns (text, notices). Raises TaskInputError for nothing usable."""
+    notices: list[str] = []
+    if text is None:
+        text = ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if not isinstance(text, str):
+        raise TaskInputError("Input must be text.")
+    if len(text) > MAX_CHARS * 4:  # normalising megabytes is wasted work: cut first
+        text = text[: MAX_CHARS * 4]
+    text = unicodedata.normalize("NFC", text)
+    # Lone surrogates cannot be encoded as UTF-8 and would crash the tokenizer.
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    stripped = _CONTROL.sub("", text)
+    if stripped != text:
+        notices.append("Control characters were removed from the input.")
+    text = stripped.strip()
+    if not text:
+        raise TaskInputError("Please enter some text.")
+    if not any(ch.isalnum() for ch in text):
+        raise TaskInputError("The input has no letters or digits to work with.")
+    if len(text) > MAX_CHARS:
+        text = text[:MAX_CHARS]
+        notices.append(f"The input was cut to its first {MAX_CHARS:,} characters.")
+    return text, notices
+
+
+def chat(system: str, user: str) -> list[dict]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def classification_metric(predictions: list[str], references: list[str]) -> dict:
+    """Accuracy and macro-F1 over the classes that occur."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(references, predictions)),
+            "macro_f1": float(f1_score(references, predictions, average="macro", zero_division=0))}
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> dict:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scores = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]
+    return {"rougeL": float(sum(scores) / max(len(scores), 1))}
+
+
+def chrf(predictions: list[str], references: list[str]) -> dict:
+    import sacrebleu
+
+    return {"chrF": float(sacrebleu.corpus_chrf(predictions, [references]).score)}

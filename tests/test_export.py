@@ -1,0 +1,77 @@
+"""ONNX export with proof: LM with KV cache and classifier, checked against PyTorch; caching by key."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+
+def test_lm_export_records_passing_checks(tiny_lm_export):
+    m = json.loads((tiny_lm_export.path / "manifest.json").read_text())
+    assert m["precisions"] == ["fp32", "int8"]
+    assert m["checks"]["fp32"]["passed"] and m["checks"]["fp32"]["kv_cache_greedy_equal"]
+    assert m["checks"]["fp32"]["max_abs_logit_diff"] <= m["tolerance"]["fp32_logits_atol"]
+    assert (tiny_lm_export.path / "int8" / "model.onnx").stat().st_size < (
+        tiny_lm_export.path / "fp32" / "model.onnx").stat().st_size
+
+
+def test_kv_cache_generation_equals_pytorch_greedy(tiny_lm_export, tiny_lm_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from runtime.lm import OnnxCausalLM, Sampling
+
+    lm = OnnxCausalLM(tiny_lm_export.onnx("fp32"), tokenizer, "fp32", "cpu")
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    ids = tokenizer("Once upon a time in a small village").input_ids
+    ours = lm.generate(ids, Sampling(max_new_tokens=24))
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=24, do_sample=False, eos_token_id=sorted(lm.stop_ids),
+                             pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+    ref = ref[: next((k for k, t in enumerate(ref) if t in lm.stop_ids), len(ref))]
+    assert ours == ref
+    assert len(ours) > 0
+
+
+def test_export_is_cached_by_key(tiny_lm_dir, onnx_root, tiny_lm_export):
+    from export.onnx_export import export_model
+
+    again = export_model(tiny_lm_dir, onnx_root, "lm", ["fp32", "int8"])
+    assert again.path == tiny_lm_export.path and again.key == tiny_lm_export.key
+
+
+def test_changed_weights_change_the_key(tiny_lm_dir, tmp_path):
+    import shutil
+
+    from export.onnx_export import export_key
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_lm_dir, copy)
+    assert export_key(copy, "lm", ["fp32"]) == export_key(tiny_lm_dir, "lm", ["fp32"])
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["rms_norm_eps"] = 1e-6
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert export_key(copy, "lm", ["fp32"]) != export_key(tiny_lm_dir, "lm", ["fp32"])
+
+
+def test_classifier_export_matches_pytorch(tiny_classifier_export, tiny_classifier_dir, tokenizer):
+    from transformers import AutoModelForSequenceClassification
+
+    from runtime.lm import OnnxClassifier
+
+    clf = OnnxClassifier(tiny_classifier_export.onnx("fp32"), tokenizer, "fp32", "cpu")
+    texts = ["good film", "a long and rather tedious evening at the cinema", "ok"]
+    probs = clf.predict_proba(texts)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).eval()
+    with torch.no_grad():
+        ref = [torch.softmax(model(**tokenizer(t, return_tensors="pt")).logits[0], -1).numpy() for t in texts]
+    np.testing.assert_allclose(probs, np.stack(ref), atol=1e-4)
+    assert tiny_classifier_export.checks["int8"]["passed"]
+
+
+def test_export_refuses_a_model_beyond_tolerance(tiny_lm_dir, tmp_path):
+    from export.onnx_export import ExportRefused, Tolerance, export_model
+
+    with pytest.raises(ExportRefused):
+        export_model(tiny_lm_dir, tmp_path, "lm", ["fp32"], tol=Tolerance(fp32_logits_atol=-1.0))
+    assert not any(p.name.startswith("lm-") and not p.name.endswith(".tmp") for p in tmp_path.iterdir())

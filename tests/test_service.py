@@ -1,0 +1,92 @@
+"""The task service over tiny ONNX models: streaming, zero-shot and head classification, cuts and errors."""
+import pytest
+
+from app.service import Service, ServiceError, label_token_ids, render_prompt
+from tasks import REGISTRY, TaskInputError
+
+
+def test_streaming_generation_grows_and_ends_done(service):
+    replies = list(service.run("generate", "Once upon a time", temperature=0.0, max_new_tokens=16))
+    assert replies[-1].done and all(not r.done for r in replies[:-1])
+    texts = [r.text for r in replies[:-1]]
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+    assert "un-tuned" in replies[-1].model and "CPU" in replies[-1].model
+    assert replies[-1].settings["max_new_tokens"] == 16
+
+
+def test_max_new_tokens_is_capped_by_settings(service):
+    last = list(service.run("generate", "Tell me everything", max_new_tokens=512))[-1]
+    assert last.settings["max_new_tokens"] == service.settings.max_new_tokens_cap
+
+
+def test_greedy_is_deterministic_and_sampling_is_seeded_per_call(service):
+    a = list(service.run("qa", "Where is my order?"))[-1].text
+    b = list(service.run("qa", "Where is my order?"))[-1].text
+    assert a == b
+
+
+def test_zero_shot_classification_gives_a_distribution(service):
+    reply = next(service.run("sentiment", "What a wonderful film"))
+    assert set(reply.probabilities) == set(REGISTRY["sentiment"].labels)
+    assert abs(sum(reply.probabilities.values()) - 1) < 1e-6
+    assert reply.text == max(reply.probabilities, key=reply.probabilities.get)
+
+
+def test_head_classifier_serves_finnews(service):
+    reply = next(service.run("finnews", "Shares jump after record profits"))
+    assert set(reply.probabilities) == {"negative", "neutral", "positive"}
+    assert "fine-tuned" in reply.model
+
+
+def test_label_words_have_distinct_first_tokens(tokenizer):
+    for task in REGISTRY.values():
+        if task.kind == "classify":
+            ids = label_token_ids(tokenizer, task.labels)
+            assert all(ids.values())
+
+
+def test_long_input_is_cut_with_a_notice(service):
+    text = "word " * 2000
+    last = list(service.run("summarize", text))[-1]
+    assert any("input limit" in n for n in last.notices)
+    tok = service.backend("summarize").model.tokenizer
+    assert len(tok(last.prompt, add_special_tokens=False).input_ids) <= service.settings.max_input_tokens
+
+
+def test_prompt_uses_chat_template_without_bos(tokenizer):
+    p = render_prompt(tokenizer, [{"role": "user", "content": "hi"}])
+    assert p.endswith("<|im_start|>assistant\n")
+    assert tokenizer("Hello world").input_ids == [19556, 905]
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, "\x00\x00"])
+def test_empty_input_is_a_clear_error(service, bad):
+    with pytest.raises(TaskInputError, match="enter some text|letters or digits"):
+        list(service.run("qa", bad))
+
+
+def test_unknown_task_and_bad_control(service):
+    with pytest.raises(TaskInputError):
+        list(service.run("nope", "text"))
+    with pytest.raises(TaskInputError):
+        list(service.run("translate", "text", direction="up"))
+
+
+def test_a_failing_model_is_a_service_error(service, monkeypatch):
+    backend = service.backend("qa")
+
+    def boom(*a, **k):
+        raise RuntimeError("onnx exploded")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(backend.model, "stream", boom)
+    with pytest.raises(ServiceError, match="failed"):
+        list(service.run("qa", "hello"))
+
+
+def test_missing_model_is_a_service_error(tiny_settings, tmp_path):
+    from runtime.models import ModelSet
+
+    empty = Service(ModelSet(tmp_path), tiny_settings)
+    with pytest.raises(ServiceError, match="not available"):
+        list(empty.run("qa", "hello"))

@@ -1,0 +1,76 @@
+"""Each task's prompt, controls, post-processing and metric; the registry's shape; input cleaning."""
+import pytest
+
+from tasks import REGISTRY, TaskInputError, clean_text
+from tasks.base import MAX_CHARS
+
+
+def test_registry_has_the_six_tasks_with_one_shape():
+    assert list(REGISTRY) == ["generate", "qa", "sentiment", "finnews", "summarize", "translate"]
+    for name, task in REGISTRY.items():
+        assert task.name == name and task.kind in {"generate", "classify"}
+        assert task.examples, name
+        for ex in task.examples:
+            assert len(ex) == 1 + len(task.controls), name
+            task.options(dict(zip([c.name for c in task.controls], ex[1:])))  # examples are valid
+        if task.kind == "classify":
+            assert len(task.labels) >= 2
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_prompt_contains_the_text_and_a_system_turn(name):
+    task = REGISTRY[name]
+    msgs = task.build_messages("Hello there, unique-marker-42", task.options({}))
+    assert msgs[0]["role"] == "system" and msgs[-1]["role"] == "user"
+    assert "unique-marker-42" in msgs[-1]["content"]
+
+
+def test_translation_direction_changes_the_prompt():
+    t = REGISTRY["translate"]
+    es = t.build_messages("hi", t.options({"direction": "English → Spanish"}))[0]["content"]
+    en = t.build_messages("hola", t.options({"direction": "Spanish → English"}))[0]["content"]
+    assert "into Spanish" in es and "into English" in en
+    with pytest.raises(TaskInputError):
+        t.options({"direction": "Klingon → English"})
+
+
+def test_generation_controls_are_clamped_and_validated():
+    t = REGISTRY["generate"]
+    o = t.options({"temperature": 99, "top_p": -1, "max_new_tokens": 10_000})
+    assert o["temperature"] == 1.5 and o["top_p"] == 0.05 and o["max_new_tokens"] == 512
+    assert isinstance(o["max_new_tokens"], int)
+    with pytest.raises(TaskInputError):
+        t.options({"temperature": "hot"})
+    with pytest.raises(TaskInputError):
+        t.options({"temperature": float("nan")})
+
+
+def test_postprocessing():
+    assert REGISTRY["summarize"].postprocess('  "A download tool."\nMore text') == "A download tool."
+    assert REGISTRY["translate"].postprocess("Hola.\n\nNote: literal") == "Hola."
+    assert REGISTRY["qa"].postprocess("  answer \n") == "answer"
+
+
+def test_metrics():
+    assert REGISTRY["sentiment"].metric(["positive", "negative"], ["positive", "positive"])["accuracy"] == 0.5
+    f1 = REGISTRY["finnews"].metric(["neutral"] * 3, ["neutral", "positive", "negative"])["macro_f1"]
+    assert 0 < f1 < 1
+    assert REGISTRY["summarize"].metric(["a tool to download files"], ["a tool to download files"])["rougeL"] == 1.0
+    assert REGISTRY["translate"].metric(["hola mundo"], ["hola mundo"])["chrF"] == 100.0
+    assert REGISTRY["generate"].metric([0.0, 0.0], [3, 4])["perplexity"] == 1.0
+
+
+@pytest.mark.parametrize("bad", [None, "", "   \n\t ", "\x00\x01\x02", "!!! ???"])
+def test_clean_text_rejects_empty_or_meaningless(bad):
+    with pytest.raises(TaskInputError):
+        clean_text(bad)
+
+
+def test_clean_text_normalises_and_cuts():
+    text, notes = clean_text("  caf\u0065\u0301 \x00ok\x07 ")
+    assert text == "café ok" and notes
+    text, notes = clean_text("a" * (MAX_CHARS * 10))
+    assert len(text) == MAX_CHARS and any("cut" in n for n in notes)
+    text, _ = clean_text("bad surrogate \ud800 here")
+    text.encode("utf-8")
+    assert clean_text("مرحبا 你好 😀 <b>x</b>")[0] == "مرحبا 你好 😀 <b>x</b>"

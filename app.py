@@ -30,6 +30,21 @@ def create_service(prepare: bool = True):
     return Service(models, s)
 
 
+def create_store():
+    """The feedback store, migrated; None (feedback off) only if even the local SQLite cannot be opened."""
+    from app.store import FeedbackStore
+    from config import settings
+
+    s = settings()
+    store = FeedbackStore(s.db_url(), s.data_dir / "spool.jsonl")
+    try:
+        store.migrate()
+        store.flush_spool()
+    except Exception:  # noqa: BLE001 - a dead database must not stop the app: feedback is spooled
+        log.exception("feedback database unavailable at start; feedback will be spooled until it is back")
+    return store
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -42,8 +57,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from app.ui import CSS, build_demo
 
+    from config import settings
+
     service = create_service(prepare=not args.no_prepare)
-    demo = build_demo(service)
+    store = create_store()
+    demo = build_demo(service, store, settings().admin_token)
+    from app.snapshot import start_snapshots
+
+    start_snapshots(settings(), store)
     demo.queue(default_concurrency_limit=2, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, css=CSS, show_error=True)
 

@@ -27,8 +27,28 @@ class Settings:
     max_input_tokens: int = field(default_factory=lambda: int(_env("NLPAPP_MAX_INPUT_TOKENS", "768")))
     # Hard cap on generated tokens whatever a client asks for.
     max_new_tokens_cap: int = field(default_factory=lambda: int(_env("NLPAPP_MAX_NEW_TOKENS_CAP", "512")))
+    # Feedback database: any SQLAlchemy URL; default SQLite in data/ (WAL).
+    data_dir: Path = field(default_factory=lambda: Path(_env("NLPAPP_DATA_DIR", str(ROOT / "data"))))
+    database_url: str = field(default_factory=lambda: _env("DATABASE_URL", ""))
+    # Export and destructive actions need this token; unset = admin actions are refused.
+    admin_token: str = field(default_factory=lambda: os.environ.get("NLPAPP_ADMIN_TOKEN", ""), repr=False)
+    # Periodic snapshot of exported feedback to a Hub dataset repo (Spaces have ephemeral disks).
+    snapshot_repo: str = field(default_factory=lambda: _env("NLPAPP_SNAPSHOT_REPO", ""))
+    snapshot_minutes: float = field(default_factory=lambda: float(_env("NLPAPP_SNAPSHOT_MINUTES", "10")))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
+
+
+    def db_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgres://"):  # Heroku/Spaces style: SQLAlchemy wants postgresql://
+                url = "postgresql+psycopg://" + url[len("postgres://"):]
+            elif url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.data_dir / 'feedback.sqlite3').resolve()}"
 
 
 def settings() -> Settings:

@@ -28,7 +28,11 @@ class Reply:
     notices: list[str] = field(default_factory=list)
     done: bool = False
     model: str = ""  # what answered: version, provider, precision
+    version: str = ""  # the model version alone
     prompt: str = ""  # the exact prompt text sent to the model (stored with feedback)
+    messages: list[dict] = field(default_factory=list)  # the chat messages behind the prompt
+    input_text: str = ""  # the user's text after cleaning and cutting
+    options: dict = field(default_factory=dict)  # the task's control values
     settings: dict = field(default_factory=dict)  # decoding settings actually used
 
 
@@ -75,25 +79,30 @@ class Service:
     def backend(self, name: str) -> Backend:
         return self.models.get(name)
 
-    def _fit_prompt(self, task: Task, tokenizer, text: str, opts: dict) -> tuple[list[int], str, list[str]]:
-        """Token ids of the prompt; the user's text is cut (with a notice) to fit the input budget."""
+    def _fit_prompt(self, task: Task, tokenizer, text: str, opts: dict, reply: Reply) -> list[int]:
+        """Token ids of the prompt; the user's text is cut (with a notice) to fit the input budget.
+        Records the prompt, messages and used text on `reply`."""
         budget = self.settings.max_input_tokens
-        prompt = render_prompt(tokenizer, task.build_messages(text, opts), task.answer_prefix)
+        messages = task.build_messages(text, opts)
+        prompt = render_prompt(tokenizer, messages, task.answer_prefix)
         ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        reply.prompt, reply.messages, reply.input_text = prompt, messages, text
         if len(ids) <= budget:
-            return ids, prompt, []
+            return ids
         text_ids = tokenizer(text, add_special_tokens=False).input_ids
         keep = max(len(text_ids) - (len(ids) - budget) - 1, 1)
         while True:  # re-tokenizing a cut string can add a token or two: shrink until it fits
             cut = tokenizer.decode(text_ids[:keep], skip_special_tokens=True)
-            prompt = render_prompt(tokenizer, task.build_messages(cut, opts), task.answer_prefix)
+            messages = task.build_messages(cut, opts)
+            prompt = render_prompt(tokenizer, messages, task.answer_prefix)
             ids = tokenizer(prompt, add_special_tokens=False).input_ids
             if len(ids) <= budget or keep <= 1:
                 break
             keep -= max(1, len(ids) - budget)
-        notice = (f"Your text is longer than the model's input limit: only its first {keep:,} of "
-                  f"{len(text_ids):,} tokens were used.")
-        return ids, prompt, [notice]
+        reply.prompt, reply.messages, reply.input_text = prompt, messages, cut
+        reply.notices.append(f"Your text is longer than the model's input limit: only its first {keep:,} of "
+                             f"{len(text_ids):,} tokens were used.")
+        return ids
 
     def run(self, name: str, text, **controls) -> Iterator[Reply]:
         """Answer `text` with task `name`; yields partial replies (streaming), the last one has done=True.
@@ -110,11 +119,12 @@ class Service:
         if task.kind == "classify":
             yield self._classify(task, backend, text, opts, notices)
             return
-        ids, prompt, cut = self._fit_prompt(task, tokenizer, text, opts)
         s = self._sampling(task, opts)
-        reply = Reply(task=name, notices=notices + cut, model=backend.describe, prompt=prompt,
-                      settings={"temperature": s.temperature, "top_p": s.top_p,
-                                "max_new_tokens": s.max_new_tokens, "repetition_penalty": s.repetition_penalty})
+        reply = Reply(task=name, notices=notices, model=backend.describe, version=backend.version.version,
+                      options=opts, settings={"temperature": s.temperature, "top_p": s.top_p,
+                                              "max_new_tokens": s.max_new_tokens,
+                                              "repetition_penalty": s.repetition_penalty})
+        ids = self._fit_prompt(task, tokenizer, text, opts, reply)
         new: list[int] = []
         try:
             for tok in backend.model.stream(ids, s):
@@ -142,11 +152,11 @@ class Service:
 
     def _classify(self, task: Task, backend: Backend, text: str, opts: dict, notices: list[str]) -> Reply:
         model = backend.model
-        reply = Reply(task=task.name, notices=notices, model=backend.describe, done=True)
+        reply = Reply(task=task.name, notices=notices, model=backend.describe, version=backend.version.version,
+                      options=opts, input_text=text, done=True)
         try:
             if isinstance(model, OnnxCausalLM):  # zero-shot: compare the likelihood of the label words
-                ids, prompt, cut = self._fit_prompt(task, model.tokenizer, text, opts)
-                reply.prompt, reply.notices = prompt, notices + cut
+                ids = self._fit_prompt(task, model.tokenizer, text, opts, reply)
                 logp = model.next_token_logprobs(ids)
                 scores = {}
                 for label, tids in label_token_ids(model.tokenizer, task.labels).items():

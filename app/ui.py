@@ -1,12 +1,15 @@
-"""The Gradio UI: one tab per registered task, built from the task registry; each tab is also an API endpoint."""
+"""The Gradio UI: one tab per registered task (built from the registry), feedback under every answer, admin."""
 from __future__ import annotations
 
 import html
+import inspect
 import logging
 
 import gradio as gr
 
+from app.feedback import AdminRefused, check_admin, export_zip, record_reply, submit_feedback
 from app.service import Service, ServiceError
+from app.store import FeedbackStore, StoreInputError
 from tasks import Control, Task, TaskInputError
 
 log = logging.getLogger(__name__)
@@ -16,6 +19,7 @@ footer {visibility: hidden}
 .model-footer {font-size: 0.85em; opacity: 0.8}
 .notice {color: #9a6700}
 """
+USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused)
 
 
 def _widget(c: Control):
@@ -25,78 +29,215 @@ def _widget(c: Control):
 
 
 def _notice_md(notices: list[str]) -> str:
-    # notices are our own sentences, but escape anyway: nothing user-made is ever rendered as HTML
-    return "\n".join(f"⚠️ {html.escape(n)}" for n in notices)
+    # escape: nothing a user typed is ever rendered as HTML or Markdown
+    return "\n\n".join(f"⚠️ {html.escape(n)}" for n in notices if n)
 
 
-def _model_md(service: Service, task: Task) -> str:
-    return f"Runs on: {html.escape(service.describe(task.name))}"
+def _user_error(e: Exception, where: str):
+    if isinstance(e, USER_ERRORS):
+        raise gr.Error(str(e), print_exception=False) from None
+    log.exception("unexpected error in %s", where)
+    raise gr.Error("Something went wrong. Please try again.", print_exception=False) from None
 
 
-def make_handler(service: Service, task: Task):
-    names = [c.name for c in task.controls]
+class App:
+    """Holds the service, the store and the admin token; builds the Blocks."""
 
-    def _errors(e: Exception):
-        if isinstance(e, (TaskInputError, ServiceError)):
-            raise gr.Error(str(e), print_exception=False) from None
-        log.exception("unexpected error in %s", task.name)
-        raise gr.Error("Something went wrong while answering. Please try again.", print_exception=False) from None
+    def __init__(self, service: Service, store: FeedbackStore | None = None, admin_token: str = ""):
+        self.service, self.store, self.admin_token = service, store, admin_token
 
-    if task.kind == "classify":
-        def classify(text, *values):
-            try:
-                reply = next(service.run(task.name, text, **dict(zip(names, values))))
-            except Exception as e:  # noqa: BLE001
-                _errors(e)
-            return reply.probabilities, _notice_md(reply.notices), _model_md(service, task)
+    def session_id(self, request: gr.Request | None) -> str:
+        sh = getattr(request, "session_hash", None) if request is not None else None
+        return self.store.session_id(sh) if self.store else ""
 
-        classify.__name__ = task.name
-        return classify
+    def footer(self, task: Task) -> str:
+        return f"Runs on: {html.escape(self.service.describe(task.name))}"
 
-    def generate(text, *values):
+    # -- task handlers ---------------------------------------------------------------------------------
+    def handler(self, task: Task):
+        """The tab's submit function. Its signature names the text and each control (the API shows them), and
+        ends with a gr.Request, which Gradio injects there: it gives the session that feedback links to."""
+        names = [c.name for c in task.controls]
+
+        def split(args):
+            *values, request = args
+            return values[0], dict(zip(names, values[1:])), request
+
+        if task.kind == "classify":
+            def fn(*args):
+                text, controls, request = split(args)
+                try:
+                    reply = next(self.service.run(task.name, text, **controls))
+                except Exception as e:  # noqa: BLE001
+                    _user_error(e, task.name)
+                answer_id, note = record_reply(self.store, reply, self.session_id(request))
+                return reply.probabilities, _notice_md(reply.notices + [note]), self.footer(task), answer_id
+        else:
+            def fn(*args):
+                text, controls, request = split(args)
+                try:
+                    reply = None
+                    for reply in self.service.run(task.name, text, **controls):
+                        if not reply.done:
+                            yield reply.text, _notice_md(reply.notices), self.footer(task), ""
+                except Exception as e:  # noqa: BLE001
+                    _user_error(e, task.name)
+                answer_id, note = record_reply(self.store, reply, self.session_id(request))
+                yield reply.text, _notice_md(reply.notices + [note]), self.footer(task), answer_id
+
+        P = inspect.Parameter
+        fn.__signature__ = inspect.Signature(
+            [P("text", P.POSITIONAL_OR_KEYWORD, annotation=str)]
+            + [P(n, P.POSITIONAL_OR_KEYWORD) for n in names]
+            + [P("request", P.POSITIONAL_OR_KEYWORD, annotation=gr.Request)])
+        fn.__annotations__ = {"text": str, "request": gr.Request}  # Gradio reads type hints from here
+        fn.__name__ = task.name
+        return fn
+
+    def feedback(self, answer_id: str, rating: int | None = None, correction: str | None = None,
+                 comment: str | None = None, request: gr.Request = None) -> str:
+        """Rate (1 / -1) and/or correct an answer by the id its endpoint returned. Returns an acknowledgement."""
+        if self.store is None:
+            raise gr.Error("Feedback is not enabled on this server.")
         try:
-            for reply in service.run(task.name, text, **dict(zip(names, values))):
-                yield reply.text, _notice_md(reply.notices), _model_md(service, task)
+            ack = submit_feedback(self.store, self.service.tasks, answer_id, self.session_id(request),
+                                  rating=rating, correction=correction, comment=comment)
         except Exception as e:  # noqa: BLE001
-            _errors(e)
+            _user_error(e, "feedback")
+        return ("✅ " if ack.stored else "⚠️ ") + html.escape(ack.message)
 
-    generate.__name__ = task.name
-    return generate
+    # -- layout ----------------------------------------------------------------------------------------
+    def build_tab(self, task: Task) -> None:
+        with gr.Tab(task.title, id=task.name):
+            gr.Markdown(f"**{task.title}.** {task.description}")
+            with gr.Row():
+                with gr.Column():
+                    text = gr.Textbox(label=task.input_label, placeholder=task.placeholder, lines=4,
+                                      elem_id=f"{task.name}-input")
+                    controls = [_widget(c) for c in task.controls]
+                    with gr.Row():
+                        clear = gr.Button("Clear")
+                        submit = gr.Button("Submit", variant="primary", elem_id=f"{task.name}-submit")
+                with gr.Column():
+                    if task.kind == "classify":
+                        answer = gr.Label(label="Prediction", num_top_classes=len(task.labels),
+                                          elem_id=f"{task.name}-output")
+                    else:
+                        answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id=f"{task.name}-output")
+                    notice = gr.Markdown(elem_classes=["notice"])
+                    answer_id = gr.Textbox(visible=False, label="answer id", elem_id=f"{task.name}-answer-id")
+                    with gr.Group(visible=self.store is not None):
+                        with gr.Row():
+                            up = gr.Button("👍 Good answer", size="sm", elem_id=f"{task.name}-up")
+                            down = gr.Button("👎 Bad answer", size="sm", elem_id=f"{task.name}-down")
+                        if task.kind == "classify":
+                            correction = gr.Dropdown(choices=list(task.labels), value=None, label="Correct label",
+                                                     elem_id=f"{task.name}-correction")
+                        else:
+                            correction = gr.Textbox(label="Suggest a better answer", lines=2,
+                                                    elem_id=f"{task.name}-correction")
+                        comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id=f"{task.name}-comment")
+                        send = gr.Button("Send correction", size="sm", elem_id=f"{task.name}-send")
+                        ack = gr.Markdown(elem_id=f"{task.name}-ack")
+            if task.examples:
+                gr.Examples(examples=[list(e) for e in task.examples], inputs=[text, *controls],
+                            label="Examples (click one, then Submit)")
+            footer = gr.Markdown(self.footer(task), elem_classes=["model-footer"])
+
+            heavy = task.kind == "generate"
+            submit.click(lambda: ("", None, ""), None, [ack, correction, comment], api_visibility="private",
+                         queue=False)
+            submit.click(self.handler(task), [text, *controls], [answer, notice, footer, answer_id],
+                         api_name=task.name, concurrency_id="generate" if heavy else "classify",
+                         concurrency_limit=2 if heavy else 4)
+            clear.click(lambda: ("", None, "", ""), None, [text, answer, notice, answer_id],
+                        api_visibility="private", queue=False)
+            def rate_up(i, request: gr.Request):
+                return self.feedback(i, 1, request=request)
+
+            def rate_down(i, request: gr.Request):
+                return self.feedback(i, -1, request=request)
+
+            def correct(i, c, m, request: gr.Request):
+                return self.feedback(i, None, c, m, request=request)
+
+            up.click(rate_up, [answer_id], [ack], api_visibility="private")
+            down.click(rate_down, [answer_id], [ack], api_visibility="private")
+            send.click(correct, [answer_id, correction, comment], [ack], api_visibility="private")
+
+    def build_my_feedback(self) -> None:
+        with gr.Tab("My feedback", id="my-feedback"):
+            gr.Markdown("The ratings and corrections you gave in this browser session. Nobody else's are shown.")
+            show = gr.Button("Show my feedback", elem_id="my-feedback-show")
+            table = gr.Dataframe(headers=["time", "task", "input", "answer", "rating", "correction", "comment"],
+                                 datatype=["str"] * 7, interactive=False, wrap=True)
+
+            def mine(request: gr.Request = None):
+                try:
+                    rows = self.store.session_feedback(self.session_id(request))
+                except Exception as e:  # noqa: BLE001
+                    log.exception("reading feedback failed")
+                    raise gr.Error("The feedback database is unavailable right now.") from e
+                cut = lambda s: (s or "")[:300]  # noqa: E731
+                return [[r["created_at"].isoformat(timespec="seconds"), r["answer_task"], cut(r["answer_input_text"]),
+                         cut(r["answer_output"]), {1: "👍", -1: "👎"}.get(r["rating"], ""), cut(r["correction"]),
+                         cut(r["comment"])] for r in rows]
+
+            show.click(mine, None, table, api_visibility="private")
+
+    def build_admin(self) -> None:
+        with gr.Tab("Admin", id="admin"):
+            gr.Markdown("Export feedback as training data (SFT, chat SFT, preference pairs, KTO rows, CSV; "
+                        "JSONL and Parquet). Needs the admin token set on the server.")
+            token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
+            with gr.Row():
+                task = gr.Dropdown(choices=["", *self.service.tasks], value="", label="Task (empty: all)")
+                version = gr.Textbox(label="Model version (empty: all)")
+                since = gr.Textbox(label="From (ISO date, UTC)", placeholder="2026-11-01")
+                until = gr.Textbox(label="Until (ISO date, UTC)", placeholder="2026-12-01")
+            run = gr.Button("Export", variant="primary", elem_id="admin-export")
+            status = gr.Markdown()
+            file = gr.File(label="Export (zip)", interactive=False)
+            with gr.Accordion("Erase a session's data", open=False):
+                sid = gr.Textbox(label="Anonymous session id")
+                erase = gr.Button("Erase", variant="stop")
+                erased = gr.Markdown()
+
+            def do_export(tok, t, v, s, u):
+                try:
+                    check_admin(self.admin_token, tok)
+                    path, written = export_zip(self.store, t, s, u, v)
+                except Exception as e:  # noqa: BLE001
+                    _user_error(e, "admin export")
+                rows = written.get("all.csv", 0)
+                return (f"Exported {rows} answers with feedback: "
+                        + ", ".join(f"{k} ({n})" for k, n in written.items()), str(path))
+
+            def do_erase(tok, s):
+                try:
+                    check_admin(self.admin_token, tok)
+                    n = self.store.delete_session((s or "").strip())
+                except Exception as e:  # noqa: BLE001
+                    _user_error(e, "admin erase")
+                return f"Erased {n} answers and their feedback."
+
+            run.click(do_export, [token, task, version, since, until], [status, file], api_visibility="private")
+            erase.click(do_erase, [token, sid], [erased], api_visibility="private")
+
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="Small-GPT NLP workbench") as demo:
+            gr.Markdown("# Small-GPT NLP workbench\nSix tasks, each answered by a small GPT served with ONNX "
+                        "Runtime. Rate and correct any answer: that is how the models improve.")
+            with gr.Tabs():
+                for task in self.service.tasks.values():
+                    self.build_tab(task)
+                if self.store is not None:
+                    self.build_my_feedback()
+                    self.build_admin()
+            if self.store is not None:
+                gr.api(self.feedback, api_name="feedback")
+        return demo
 
 
-def build_tab(service: Service, task: Task) -> None:
-    with gr.Tab(task.title, id=task.name):
-        gr.Markdown(f"**{task.title}.** {task.description}")
-        with gr.Row():
-            with gr.Column():
-                text = gr.Textbox(label=task.input_label, placeholder=task.placeholder, lines=4,
-                                  elem_id=f"{task.name}-input")
-                controls = [_widget(c) for c in task.controls]
-                with gr.Row():
-                    clear = gr.Button("Clear")
-                    submit = gr.Button("Submit", variant="primary", elem_id=f"{task.name}-submit")
-            with gr.Column():
-                if task.kind == "classify":
-                    answer = gr.Label(label="Prediction", num_top_classes=len(task.labels),
-                                      elem_id=f"{task.name}-output")
-                else:
-                    answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id=f"{task.name}-output")
-                notice = gr.Markdown(elem_classes=["notice"])
-        if task.examples:
-            gr.Examples(examples=[list(e) for e in task.examples], inputs=[text, *controls],
-                        label="Examples (click one, then Submit)")
-        footer = gr.Markdown(_model_md(service, task), elem_classes=["model-footer"])
-        heavy = task.kind == "generate"
-        submit.click(make_handler(service, task), [text, *controls], [answer, notice, footer],
-                     api_name=task.name, concurrency_id="generate" if heavy else "classify",
-                     concurrency_limit=2 if heavy else 4)
-        clear.click(lambda: ("", None, ""), None, [text, answer, notice], api_visibility="private")
-
-
-def build_demo(service: Service) -> gr.Blocks:
-    with gr.Blocks(title="Small-GPT NLP workbench") as demo:
-        gr.Markdown("# Small-GPT NLP workbench\nSix tasks, each answered by a small GPT served with ONNX Runtime.")
-        with gr.Tabs():
-            for task in service.tasks.values():
-                build_tab(service, task)
-    return demo
+def build_demo(service: Service, store: FeedbackStore | None = None, admin_token: str = "") -> gr.Blocks:
+    return App(service, store, admin_token).build()

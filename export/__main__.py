@@ -15,6 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="prepare the base GPT, export to ONNX, register a model per task")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    f = sub.add_parser("feedback", help="export collected feedback as training data (JSONL, Parquet, CSV)")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--task", help="only this task")
+    f.add_argument("--since", help="ISO date/time (UTC), inclusive")
+    f.add_argument("--until", help="ISO date/time (UTC), exclusive")
+    f.add_argument("--model-version", help="only answers from this model version")
     args = parser.parse_args(argv)
     from runtime.logs import setup_logging
 
@@ -25,6 +31,20 @@ def main(argv: list[str] | None = None) -> int:
         from tasks import REGISTRY
 
         prepare(settings(), list(REGISTRY), force=args.force)
+    elif args.cmd == "feedback":
+        from app.feedback import parse_time
+        from app.store import FeedbackStore
+        from export.feedback import ExportFilter, export_feedback
+
+        s = settings()
+        store = FeedbackStore(s.db_url(), s.data_dir / "spool.jsonl")
+        store.migrate()
+        store.flush_spool()
+        written = export_feedback(store, args.out, ExportFilter(args.task, parse_time(args.since, "--since"),
+                                                                parse_time(args.until, "--until"),
+                                                                args.model_version))
+        for name, n in written.items():
+            print(f"{n:8d}  {args.out}/{name}")
     return 0
 
 

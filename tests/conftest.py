@@ -117,3 +117,31 @@ def service(tiny_settings):
 
     models = ModelSet(tiny_settings.models_dir, tiny_settings.provider, tiny_settings.precision)
     return Service(models, tiny_settings)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    from tests.pg import PgServer
+
+    server = PgServer(tmp_path_factory.mktemp("pg")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Each store test runs against SQLite and a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.sqlite3'}"
+    server = request.getfixturevalue("pg_server")
+    return server.create_db(f"t_{abs(hash(request.node.nodeid)) % 10**9}")
+
+
+@pytest.fixture
+def store(db_url, tmp_path):
+    from app.store import FeedbackStore
+
+    s = FeedbackStore(db_url, tmp_path / "spool.jsonl", salt="test")
+    s.migrate()
+    yield s
+    s.engine.dispose()

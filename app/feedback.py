@@ -1,0 +1,88 @@
+"""Glue between served replies and the feedback store: record answers, take ratings and corrections, admin."""
+from __future__ import annotations
+
+import hmac
+import logging
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from app.service import Reply
+from app.store import Ack, FeedbackStore, StoreInputError
+from tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class AdminRefused(PermissionError):
+    """Wrong or missing admin token; the message is shown as is."""
+
+
+def record_reply(store: FeedbackStore | None, reply: Reply, session_id: str) -> tuple[str, str]:
+    """Store a finished reply; returns (answer id, notice). Never raises: the answer matters more."""
+    if store is None:
+        return "", ""
+    try:
+        ack = store.record_answer(task=reply.task, input_text=reply.input_text, output=reply.text,
+                                  model_version=reply.version, session_id=session_id, prompt=reply.prompt,
+                                  messages=reply.messages, probabilities=reply.probabilities,
+                                  settings={**reply.settings, **reply.options})
+    except Exception:  # noqa: BLE001
+        log.exception("could not record an answer")
+        return "", "This answer could not be recorded, so it cannot be rated."
+    return ack.id, ("" if ack.stored else "The feedback database is unavailable: your rating will be kept on the "
+                                          "server and stored when it is back.")
+
+
+def submit_feedback(store: FeedbackStore, tasks: dict[str, Task], answer_id: str, session_id: str,
+                    rating: int | None = None, correction: str | None = None, comment: str | None = None) -> Ack:
+    """Validate and store feedback on one answer. Raises StoreInputError with a message for the user."""
+    if not answer_id:
+        raise StoreInputError("There is no answer to give feedback on yet: submit some text first.")
+    if isinstance(rating, str):
+        rating = {"up": 1, "down": -1, "1": 1, "-1": -1, "": None}.get(rating.strip().lower(), rating)
+    if isinstance(rating, float) and rating in (1.0, -1.0):
+        rating = int(rating)
+    if correction:
+        answer = store.answer(answer_id) if store.healthy() else None
+        task = tasks.get(answer["task"]) if answer else None
+        if task is not None and task.kind == "classify" and correction not in task.labels:
+            raise StoreInputError(f"The correct label must be one of: {', '.join(task.labels)}.")
+    return store.add_feedback(answer_id, session_id, rating=rating, correction=correction, comment=comment)
+
+
+def check_admin(expected: str, given: str | None) -> None:
+    """Constant-time token check; no token configured means admin actions are off."""
+    if not expected:
+        raise AdminRefused("Admin actions are disabled: set NLPAPP_ADMIN_TOKEN on the server.")
+    if not given or not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        raise AdminRefused("Wrong admin token.")
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    if not value or not value.strip():
+        return None
+    try:
+        t = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise StoreInputError(f"{name} must be a date like 2026-11-25 or 2026-11-25T14:00") from None
+    if t.tzinfo is None:
+        from datetime import timezone
+
+        t = t.replace(tzinfo=timezone.utc)
+    return t
+
+
+def export_zip(store: FeedbackStore, task: str | None, since: str | None, until: str | None,
+               model_version: str | None) -> tuple[Path, dict]:
+    """Export feedback with filters into a zip file; returns (path, {file: rows})."""
+    from export.feedback import ExportFilter, export_feedback
+
+    flt = ExportFilter(task=task or None, since=parse_time(since, "From"), until=parse_time(until, "Until"),
+                       model_version=(model_version or "").strip() or None)
+    out = Path(tempfile.mkdtemp(prefix="feedback-export-"))
+    written = export_feedback(store, out / "feedback", flt)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    archive = shutil.make_archive(str(out / f"feedback-{stamp}"), "zip", out / "feedback")
+    return Path(archive), written

@@ -1,0 +1,91 @@
+"""Write collected feedback as training data: SFT, chat SFT, preference pairs, KTO rows and a CSV of all.
+
+Column layouts follow TRL's trainers: SFT `prompt`/`completion` (and conversational `messages`),
+DPO `prompt`/`chosen`/`rejected`, KTO `prompt`/`completion`/`label`. Every file also carries `task`,
+`input`, `answer_id` and `model_version` so a task's trainer can pick its own rows.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value) -> str:
+    """Spreadsheets run cells that start with = + - @ as formulas: prefix those with a quote."""
+    text = "" if value is None else (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
+                                                                                      default=str))
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+@dataclass
+class ExportFilter:
+    task: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    model_version: str | None = None
+
+
+def _assistant_text(row: dict) -> str:
+    return row["output"] if row["output"] else (row.get("correction") or "")
+
+
+def build_sets(rows: list[dict]) -> dict[str, list[dict]]:
+    """Training sets from joined answer+feedback rows (see FeedbackStore.export_rows)."""
+    sft, chat, pref, kto = [], [], [], []
+    for r in rows:
+        meta = {"task": r["task"], "input": r["input_text"], "answer_id": r["id"], "model_version": r["model_version"]}
+        prompt = r["prompt"] or r["input_text"]
+        messages = [m for m in (r.get("messages") or []) if m.get("role") != "assistant"] or \
+            [{"role": "user", "content": r["input_text"]}]
+        correction = r.get("correction")
+        good = correction if correction else (r["output"] if r.get("rating") == 1 else None)
+        if good:
+            sft.append({"prompt": prompt, "completion": good, **meta})
+            chat.append({"messages": messages + [{"role": "assistant", "content": good}], **meta})
+        if correction and correction != r["output"] and r["output"]:
+            pref.append({"prompt": prompt, "chosen": correction, "rejected": r["output"], **meta})
+        if r.get("rating") in (1, -1) and r["output"]:
+            kto.append({"prompt": prompt, "completion": r["output"], "label": r["rating"] == 1, **meta})
+    return {"sft": sft, "sft_messages": chat, "preference": pref, "kto": kto}
+
+
+def write_export(rows: list[dict], out_dir: Path, formats: tuple[str, ...] = ("jsonl", "parquet")) -> dict:
+    """Write each non-empty set as JSONL and Parquet, and all.csv; returns {file name: row count}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, int] = {}
+    for name, items in build_sets(rows).items():
+        if not items:
+            continue
+        if "jsonl" in formats:
+            with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
+                for item in items:
+                    f.write(json.dumps(item, ensure_ascii=False) + "\n")
+            written[f"{name}.jsonl"] = len(items)
+        if "parquet" in formats:
+            pq.write_table(pa.Table.from_pylist(items), out_dir / f"{name}.parquet")
+            written[f"{name}.parquet"] = len(items)
+    columns = ["id", "task", "created_at", "model_version", "session_id", "input_text", "output", "probabilities",
+               "rating", "correction", "comment", "feedback_at", "settings", "prompt"]
+    with open(out_dir / "all.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([csv_safe(r.get(c).isoformat() if isinstance(r.get(c), datetime) else r.get(c))
+                        for c in columns])
+    written["all.csv"] = len(rows)
+    (out_dir / "export.json").write_text(json.dumps({"files": written, "rows": len(rows)}, indent=1))
+    return written
+
+
+def export_feedback(store, out_dir: Path, flt: ExportFilter = ExportFilter()) -> dict:
+    rows = store.export_rows(flt.task, flt.since, flt.until, flt.model_version)
+    return write_export(rows, out_dir)

@@ -15,6 +15,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="prepare the base GPT, export to ONNX, register a model per task")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    t = sub.add_parser("train", help="build data, fine-tune, merge, export, evaluate and register one task")
+    t.add_argument("--task", required=True)
+    t.add_argument("--scale", type=float, default=1.0, help="multiply steps, data and time budget (GPU hosts)")
+    t.add_argument("--steps", type=int, help="override the number of training steps")
+    t.add_argument("--time-budget", type=float, help="override the training time budget (seconds)")
+    t.add_argument("--extra", action="append", default=[], help="extra training data: a file or a feedback export")
+    t.add_argument("--eval-n", type=int, help="held-out examples to evaluate (default: per task)")
+    e = sub.add_parser("evaluate", help="evaluate the committed adapter of a task and rewrite its model card")
+    e.add_argument("--task", required=True)
+    e.add_argument("--eval-n", type=int)
     f = sub.add_parser("feedback", help="export collected feedback as training data (JSONL, Parquet, CSV)")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--task", help="only this task")
@@ -31,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         from tasks import REGISTRY
 
         prepare(settings(), list(REGISTRY), force=args.force)
+    elif args.cmd in ("train", "evaluate"):
+        from export.pipeline import run_task
+
+        run_task(args.task, train=args.cmd == "train", scale=getattr(args, "scale", 1.0),
+                 steps=getattr(args, "steps", None), time_budget=getattr(args, "time_budget", None),
+                 extra=getattr(args, "extra", []), eval_n=args.eval_n)
     elif args.cmd == "feedback":
         from app.feedback import parse_time
         from app.store import FeedbackStore

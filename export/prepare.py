@@ -27,12 +27,35 @@ def prepare_base_versions(s: Settings, tasks: list[str], precisions: list[str] |
     return mv
 
 
+def _wanted(s: Settings, task: str) -> str | None:
+    """The version a task should serve: its committed adapter's, if there is one."""
+    from export.finetuned import adapter_version, has_adapter
+
+    return adapter_version(task) if has_adapter(task) else None
+
+
 def ready(s: Settings, tasks: list[str]) -> bool:
-    return all(registry.current(s.models_dir, t) is not None for t in tasks)
+    for t in tasks:
+        cur = registry.current(s.models_dir, t)
+        want = _wanted(s, t)
+        if cur is None or (want is not None and cur.version != want):
+            return False
+    return True
 
 
 def prepare(s: Settings, tasks: list[str], force: bool = False) -> None:
+    """Base version for every task (fallback), then each committed adapter merged, exported and registered."""
+    from export.base_model import prepare_base
+    from export.finetuned import prepare_tuned
+    from tasks import REGISTRY
+
     if force or not ready(s, tasks):
         prepare_base_versions(s, tasks, force=force)
+        base_dir = prepare_base(s.base_model, s.models_dir)
+        for t in tasks:
+            want = _wanted(s, t)
+            cur = registry.current(s.models_dir, t)
+            if want is not None and (force or cur is None or cur.version != want):
+                prepare_tuned(REGISTRY[t], base_dir, s.models_dir)
     for t in tasks:
         log.info("task %s -> %s", t, registry.current(s.models_dir, t).version)

@@ -42,3 +42,61 @@ TASK = Task(
         ("It was a quiet morning in the harbour town when", "free", 0.9, 0.95, 128),
     ),
 )
+
+
+FORTUNE_DIR = "/usr/share/games/fortunes"
+QUOTE_FILES = ("wisdom", "literature", "people", "humorists", "fortunes", "love", "science", "work", "education",
+               "politics", "men-women", "art", "computers", "food", "pets", "sports", "platitudes", "miscellaneous")
+
+
+def _fortunes(name: str) -> list[str]:
+    import re
+    from pathlib import Path
+
+    path = Path(FORTUNE_DIR) / name
+    if not path.exists():
+        return []
+    text = re.sub(r"\x1b\[[0-9;]*m", "", path.read_text(encoding="utf-8", errors="replace"))
+    return [e.strip("\n") for e in re.split(r"^%$", text, flags=re.M) if e.strip()]
+
+
+def _quote(entry: str) -> str | None:
+    """A one-paragraph quote without its '-- Author' line, 8-60 words; None for dialogues, lists, verse art."""
+    import re
+
+    body = re.split(r"\n\s*--\s", entry)[0]
+    if any(c in body for c in "|_<>{}") or re.search(r"^\s*\w+:", body, flags=re.M):
+        return None
+    q = " ".join(body.split())
+    return q if 8 <= len(q.split()) <= 60 else None
+
+
+def _poem(entry: str) -> tuple[str, str] | None:
+    """(first line, whole poem body) of a Tang/Song poem entry; title and author lines dropped."""
+    lines = [l.strip() for l in entry.splitlines() if l.strip()]
+    body = [l for l in lines if not (l.startswith("《") or l.startswith("题目") or l.startswith("作者"))]
+    if len(body) < 2:
+        return None
+    return body[0], "\n".join(body)
+
+
+def build_data(seed: int = 0) -> "Splits":
+    """Quotes from Debian `fortunes` (the opening words -> the whole quote) and Tang / Song poems from
+    `fortunes-zh` (the first line -> the whole poem)."""
+    from tasks.splits import DataMissing, Splits, dedupe, split
+
+    quotes = [q for f in QUOTE_FILES for q in map(_quote, _fortunes(f)) if q]
+    if not quotes:
+        raise DataMissing("Debian fortunes are not installed: run scripts/install_data.sh")
+    quotes = dedupe([{"text": " ".join(q.split()[:6]), "target": q, "options": {"style": "quote"}} for q in quotes],
+                    lambda r: r["target"])
+    poems = [p for f in ("tang300", "song100") for p in map(_poem, _fortunes(f)) if p]
+    poems = dedupe([{"text": first, "target": body, "options": {"style": "poem (zh)"}} for first, body in poems],
+                   lambda r: r["target"])
+    q_tr, q_va, q_te = split(quotes, seed, n_test=250, n_val=100)
+    p_tr, p_va, p_te = split(poems, seed, n_test=50, n_val=20)
+    return Splits(q_tr + p_tr, q_va + p_va, q_te + p_te, sources=[
+        {"name": f"Debian fortunes ({', '.join(QUOTE_FILES)}): quotes of 8-60 words", "license": "BSD",
+         "count": len(quotes)},
+        {"name": "Debian fortunes-zh tang300 + song100: Tang and Song poems", "license": "GPL-3+",
+         "count": len(poems)}])

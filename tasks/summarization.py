@@ -32,3 +32,58 @@ TASK = Task(
          "morning the lower streets of the town were under a metre of water. Volunteers filled sandbags "
          "while the council opened the school as a shelter for the forty families who had to leave home.",)),
 )
+
+
+def _apt_descriptions(lists_dir) -> list[dict]:
+    import glob
+
+    records = []
+    for path in sorted(glob.glob(str(lists_dir / "*_i18n_Translation-en"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            block: list[str] = []
+            for line in f.read().split("\n"):
+                if line.strip() == "" and block:
+                    records.append(block)
+                    block = []
+                elif line.strip():
+                    block.append(line)
+            if block:
+                records.append(block)
+    out = []
+    for block in records:
+        pkg = next((b[9:] for b in block if b.startswith("Package: ")), "")
+        start = next((i for i, b in enumerate(block) if b.startswith("Description-en: ")), None)
+        if start is None:
+            continue
+        synopsis = block[start][len("Description-en: "):].strip()
+        body = []
+        for b in block[start + 1:]:
+            if not b.startswith(" "):
+                break
+            body.append("" if b.strip() == "." else b.strip())
+        text = " ".join(" ".join(body).split())
+        out.append({"package": pkg, "text": text, "target": synopsis})
+    return out
+
+
+def build_data(seed: int = 0) -> "Splits":
+    """Debian package long descriptions (>= 40 words) -> their one-line synopsis."""
+    from tasks.splits import APT_LISTS, DataMissing, Splits, dedupe, split
+
+    rows = _apt_descriptions(APT_LISTS)
+    if not rows:
+        raise DataMissing(f"no Debian description lists in {APT_LISTS}: run scripts/install_data.sh")
+    rows = [r for r in rows if len(r["text"].split()) >= 40 and r["target"]]
+    rows = dedupe(rows, lambda r: r["text"])  # foo and foo-data share one long description
+    for r in rows:
+        r["options"] = {}
+    train, val, test = split(rows, seed, n_test=300, n_val=200)
+    return Splits(train, val, test, sources=[{
+        "name": "Debian bookworm package descriptions (i18n Translation-en)", "license": "per package",
+        "count": len(rows)}])
+
+
+def lead_baseline(text: str, words: int = 10) -> str:
+    """First sentence, cut to `words` words: the simple baseline a summary must beat."""
+    first = text.split(". ")[0]
+    return " ".join(first.split()[:words])

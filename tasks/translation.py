@@ -34,3 +34,53 @@ TASK = Task(
               ("El que busca, encuentra.", "Spanish → English"),
               ("Open the file and save your changes.", "English → Chinese")),
 )
+
+
+def _verses(module: str) -> dict[str, str]:
+    """Reference -> verse text from a SWORD module via diatheke (book by book: one big range stops early)."""
+    import re
+    import subprocess
+
+    from tasks.splits import DataMissing
+
+    try:
+        books = subprocess.run(["diatheke", "-b", "system", "-k", "localelist"], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise DataMissing("diatheke is not installed: run scripts/install_data.sh") from None
+    verses: dict[str, str] = {}
+    for book in BIBLE_BOOKS:
+        out = subprocess.run(["diatheke", "-b", module, "-f", "plain", "-k", book], capture_output=True,
+                             text=True).stdout
+        for m in re.finditer(r"^(\S.*? \d+:\d+): (.*)$", out, flags=re.M):
+            text = " ".join(m.group(2).split())
+            if text:
+                verses[m.group(1)] = text
+    del books
+    return verses
+
+
+BIBLE_BOOKS = ("Genesis Exodus Leviticus Numbers Deuteronomy Joshua Judges Ruth I_Samuel II_Samuel I_Kings "
+               "II_Kings I_Chronicles II_Chronicles Ezra Nehemiah Esther Job Psalms Proverbs Ecclesiastes "
+               "Song_of_Solomon Isaiah Jeremiah Lamentations Ezekiel Daniel Hosea Joel Amos Obadiah Jonah Micah "
+               "Nahum Habakkuk Zephaniah Haggai Zechariah Malachi Matthew Mark Luke John Acts Romans "
+               "I_Corinthians II_Corinthians Galatians Ephesians Philippians Colossians I_Thessalonians "
+               "II_Thessalonians I_Timothy II_Timothy Titus Philemon Hebrews James I_Peter II_Peter I_John "
+               "II_John III_John Jude Revelation_of_John").replace("_", " ").split(" ")
+
+
+def build_data(seed: int = 0) -> "Splits":
+    """World English Bible aligned verse by verse with Reina-Valera 1909; each pair used in both directions."""
+    from tasks.splits import Splits, dedupe, group_split
+
+    en, es = _verses("engWEB2015eb"), _verses("spaRV1909eb")
+    pairs = [{"ref": ref, "en": en[ref], "es": es[ref]} for ref in en if ref in es]
+    pairs = [p for p in pairs if 3 <= len(p["en"].split()) <= 60]
+    pairs = dedupe(pairs, lambda p: p["en"])
+    rows = []
+    for p in pairs:  # both directions of one verse stay in one split
+        rows.append({"ref": p["ref"], "text": p["en"], "target": p["es"], "options": {"direction": "English → Spanish"}})
+        rows.append({"ref": p["ref"], "text": p["es"], "target": p["en"], "options": {"direction": "Spanish → English"}})
+    train, val, test = group_split(rows, lambda r: r["ref"], seed, test_frac=0.01, val_frac=0.01)
+    return Splits(train, val, test, sources=[{
+        "name": "World English Bible (engWEB2015eb) + Reina-Valera 1909 (spaRV1909eb), Debian sword-text-web / "
+                "sword-text-sparv via diatheke", "license": "public domain", "count": len(pairs)}])

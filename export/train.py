@@ -62,7 +62,8 @@ def sft_features(task, tokenizer, example: dict, max_len: int) -> dict | None:
     """Chat-formatted prompt + target; loss only on the answer tokens (and the closing <|im_end|>)."""
     from app.service import render_prompt
 
-    options = task.options(example.get("options") or {})
+    raw = example.get("options") or {}
+    options = {**raw, **task.options(raw)}  # keeps what a prepare step added (e.g. retrieved context)
     prompt = render_prompt(tokenizer, task.build_messages(example["text"], options), task.answer_prefix)
     p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
     t_ids = tokenizer(example["target"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
@@ -186,7 +187,7 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
         sched.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(mask.sum())
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", tok_s=f"{tokens / (time.time() - t0):.0f}")

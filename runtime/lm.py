@@ -112,6 +112,39 @@ class OnnxCausalLM:
     def generate(self, prompt_ids: Sequence[int], s: Sampling) -> list[int]:
         return list(self.stream(prompt_ids, s))
 
+    def generate_batch(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                       ignore_stop: bool = False) -> list[list[int]]:
+        """Greedy decoding of several prompts at once (left padding): for evaluation and benchmarks.
+        `ignore_stop` decodes exactly max_new_tokens (benchmarks)."""
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        n = len(prompts)
+        ids = np.full((n, width), pad, dtype=np.int64)
+        attn = np.zeros((n, width), dtype=np.int64)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = p
+            attn[i, width - len(p):] = 1
+        pos = np.maximum(np.cumsum(attn, -1) - 1, 0)
+        past = self._empty_past(n)
+        stop = set() if ignore_stop else self.stop_ids
+        out: list[list[int]] = [[] for _ in range(n)]
+        done = np.zeros(n, dtype=bool)
+        for _ in range(max_new_tokens):
+            logits, past = self.forward(ids, attn, past, pos)
+            nxt = logits[:, -1].argmax(-1)
+            for i, t in enumerate(nxt):
+                if not done[i]:
+                    if int(t) in stop:
+                        done[i] = True
+                    else:
+                        out[i].append(int(t))
+            if done.all():
+                break
+            ids = nxt.astype(np.int64)[:, None]
+            pos = pos[:, -1:] + 1
+            attn = np.concatenate([attn, np.ones((n, 1), np.int64)], axis=1)
+        return out
+
     def next_token_logprobs(self, prompt_ids: Sequence[int]) -> np.ndarray:
         """Log-probabilities of every vocabulary token after the prompt (zero-shot classification)."""
         ids = np.asarray([list(prompt_ids)], dtype=np.int64)

@@ -85,4 +85,8 @@ class ModelSet:
             before = self._backends[task].version.version
             if self.load(task).version.version != before:
                 changed.append(task)
+        with self._lock:  # free sessions no task serves any more
+            used = {(b.version.path, b.placement.precision) for b in self._backends.values()}
+            for key in [k for k in self._sessions if k not in used]:
+                del self._sessions[key]
         return changed

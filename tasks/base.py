@@ -70,6 +70,11 @@ class Task:
     labels: tuple[str, ...] = ()  # classify: class names, in model output order
     placeholder: str = ""
     answer_prefix: str = ""  # text the assistant turn starts with (primes the answer format)
+    # Optional step before prompting, e.g. retrieval: (text, options) -> options with what it found added.
+    prepare: Callable[[str, dict], dict] | None = None
+    # Optional operator upload that replaces the task's resources (e.g. a knowledge-base CSV): bytes -> message.
+    upload: Callable[[bytes], str] | None = None
+    upload_label: str = ""
 
     def options(self, values: dict) -> dict:
         """Validated control values, defaults filled in."""

@@ -1,26 +1,223 @@
-"""Customer-service question answering for a (fictional) online shop, in the voice of a support agent."""
-from tasks.base import Decoding, Task, chat, rouge_l
+"""Customer-service QA: retrieve the best knowledge-base entries (MiniLM), answer from them, or hand over."""
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.base import Decoding, Task, TaskInputError, chat, rouge_l
 
 SHOP = "Northwind Goods, an online shop for home and outdoor products"
+HANDOVER = ("I'm sorry, I can't answer that from our help articles. I'll pass your question to a human colleague, "
+            "who will get back to you shortly.")
+TOP_K = 3
+MIN_SCORE = 0.45  # below this cosine similarity no entry is shown (tuned on validation questions)
 SYSTEM = (f"You are a friendly, concise customer-service agent for {SHOP}. Answer the customer's question "
-          "in two or three sentences. If you do not know the answer, say that you will hand the question "
-          "over to a human colleague.")
+          "using only the knowledge-base entries given. If they do not answer it, reply exactly: " + HANDOVER)
+MAX_KB_BYTES = 2_000_000
+MAX_KB_ROWS = 5000
+
+
+@dataclass
+class Entry:
+    id: str
+    question: str
+    answer: str
+    category: str = ""
+
+
+class KnowledgeBase:
+    """Entries and their question embeddings; replaceable at run time (the operator's CSV)."""
+
+    def __init__(self, entries: list[Entry], embedder=None):
+        if not entries:
+            raise TaskInputError("The knowledge base has no entries.")
+        self.entries = entries
+        self._embedder = embedder
+        self._vectors: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from runtime.embedder import shared
+
+            self._embedder = shared()
+        return self._embedder
+
+    def vectors(self) -> np.ndarray:
+        with self._lock:
+            if self._vectors is None:
+                self._vectors = self.embedder.encode([e.question for e in self.entries])
+            return self._vectors
+
+    def search(self, query: str, k: int = TOP_K) -> list[tuple[Entry, float]]:
+        q = self.embedder.encode([query])[0]
+        scores = self.vectors() @ q
+        order = np.argsort(-scores)[:k]
+        return [(self.entries[i], float(scores[i])) for i in order]
+
+    def search_many(self, queries: list[str], k: int = TOP_K) -> list[list[tuple[Entry, float]]]:
+        qs = self.embedder.encode(queries)
+        scores = qs @ self.vectors().T
+        return [[(self.entries[i], float(row[i])) for i in np.argsort(-row)[:k]] for row in scores]
+
+
+def parse_kb_csv(data: bytes) -> list[Entry]:
+    """An operator's knowledge base: UTF-8 CSV with `question` and `answer` columns (optional id, category)."""
+    if len(data) > MAX_KB_BYTES:
+        raise TaskInputError(f"The knowledge-base file is too large ({len(data):,} bytes; limit {MAX_KB_BYTES:,}).")
+    if b"\x00" in data:
+        raise TaskInputError("The knowledge-base file is not a text CSV (it contains NUL bytes).")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise TaskInputError("The knowledge-base file must be UTF-8 encoded text.") from None
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        if "question" not in fields or "answer" not in fields:
+            raise TaskInputError("The knowledge-base CSV needs a header with `question` and `answer` columns.")
+        reader.fieldnames = fields
+        entries = []
+        for n, row in enumerate(reader, start=1):
+            if n > MAX_KB_ROWS:
+                raise TaskInputError(f"The knowledge base has more than {MAX_KB_ROWS} rows.")
+            q, a = (row.get("question") or "").strip(), (row.get("answer") or "").strip()
+            if q and a:
+                entries.append(Entry(str(row.get("id") or f"row{n}").strip()[:64], q[:2000], a[:4000],
+                                     (row.get("category") or "").strip()[:64]))
+    except csv.Error as e:
+        raise TaskInputError(f"The knowledge-base CSV is malformed: {e}") from None
+    if not entries:
+        raise TaskInputError("The knowledge-base CSV has no rows with both a question and an answer.")
+    return entries
+
+
+def load_default_entries() -> list[Entry]:
+    from tasks.splits import DATA_FILES
+
+    return parse_kb_csv((DATA_FILES / "shop" / "kb.csv").read_bytes())
+
+
+_kb: KnowledgeBase | None = None
+_kb_lock = threading.Lock()
+
+
+def knowledge_base() -> KnowledgeBase:
+    global _kb
+    with _kb_lock:
+        if _kb is None:
+            _kb = KnowledgeBase(load_default_entries())
+        return _kb
+
+
+def set_knowledge_base(entries: list[Entry]) -> KnowledgeBase:
+    """Replace the served knowledge base (index built at once, so a bad file fails here, not mid-answer)."""
+    global _kb
+    kb = KnowledgeBase(entries, embedder=knowledge_base().embedder)
+    kb.vectors()
+    with _kb_lock:
+        _kb = kb
+    return kb
+
+
+def replace_from_csv(data: bytes) -> str:
+    kb = set_knowledge_base(parse_kb_csv(data))
+    return f"Knowledge base replaced: {len(kb.entries)} entries are now used for answers."
+
+
+def context_block(hits: list[tuple[Entry, float]]) -> str:
+    shown = [e for e, s in hits if s >= MIN_SCORE]
+    if not shown:
+        return "(no relevant entries)"
+    return "\n".join(f"[{e.id}] Q: {e.question}\nA: {e.answer}" for e in shown)
+
+
+def prepare(text: str, options: dict) -> dict:
+    hits = knowledge_base().search(text)
+    return {**options, "context": context_block(hits), "sources": [e.id for e, s in hits if s >= MIN_SCORE]}
 
 
 def build_messages(text: str, options: dict) -> list[dict]:
-    return chat(SYSTEM, text)
+    context = options.get("context", "(no relevant entries)")
+    return chat(SYSTEM, f"Knowledge base:\n{context}\n\nCustomer question: {text}")
+
+
+def handed_over(answer: str) -> bool:
+    return "human colleague" in answer.lower()
 
 
 TASK = Task(
     name="qa",
     title="Customer service",
-    description=f"Ask a question as a customer of {SHOP} would.",
+    description=f"Ask a question as a customer of {SHOP} would. Answers come from the shop's knowledge base; "
+                "when it has nothing relevant, the assistant hands over to a human.",
     kind="generate",
     input_label="Customer question",
     placeholder="Where is my order?",
     build_messages=build_messages,
+    prepare=prepare,
+    upload=replace_from_csv,
+    upload_label="Replace the knowledge base (CSV with question,answer columns; UTF-8; up to 2 MB)",
     metric=rouge_l,
-    decoding=Decoding(max_new_tokens=128, temperature=0.0, repetition_penalty=1.1),
-    examples=(("Where is my order? I paid three days ago.",), ("How do I return a jacket that does not fit?",),
-              ("Can I pay with PayPal?",)),
+    decoding=Decoding(max_new_tokens=128, temperature=0.0, repetition_penalty=1.05),
+    examples=(("How long does delivery to Germany take?",), ("Can I return a tent I have already used?",),
+              ("Can I pay in instalments?",), ("What's the weather like in Paris?",)),
 )
+
+
+def build_data(seed: int = 0) -> "Splits":
+    """Paraphrases of the demo KB's questions (grouped by entry across splits? no: by paraphrase, every entry
+    is seen in training through other paraphrases), with the retrieved entries as context; out-of-scope
+    questions with their (irrelevant) retrieved entries -> the hand-over reply."""
+    from tasks.splits import DATA_FILES, Splits, dedupe, split
+
+    folder = DATA_FILES / "shop"
+    entries = {e.id: e for e in load_default_entries()}
+    with open(folder / "paraphrases.csv", encoding="utf-8") as f:
+        paras = [{"kb_id": r["kb_id"], "text": r["paraphrase"].strip()} for r in csv.DictReader(f)]
+    with open(folder / "out_of_scope.csv", encoding="utf-8") as f:
+        oos = [{"kb_id": "", "text": r["question"].strip()} for r in csv.DictReader(f)]
+    paras = dedupe(paras, lambda r: r["text"])
+    oos = dedupe(oos, lambda r: r["text"])
+    # held-out: one paraphrase per entry chosen by seed, so every entry is tested and still trained on
+    import random
+
+    rng = random.Random(seed)
+    by_entry: dict[str, list] = {}
+    for p in paras:
+        by_entry.setdefault(p["kb_id"], []).append(p)
+    p_test, p_val, p_train = [], [], []
+    for kb_id in sorted(by_entry):
+        group = by_entry[kb_id][:]
+        rng.shuffle(group)
+        p_test.append(group[0])
+        (p_val if len(p_val) < 40 and len(group) > 2 else p_train).append(group[1])
+        p_train.extend(group[2:])
+    o_train, o_val, o_test = split(oos, seed, n_test=50, n_val=20)
+    kb = knowledge_base()
+
+    def attach(rows, gold_in_context: bool):
+        hits_all = kb.search_many([r["text"] for r in rows])
+        out = []
+        for r, hits in zip(rows, hits_all):
+            if gold_in_context and r["kb_id"] and r["kb_id"] not in [e.id for e, _ in hits]:
+                hits = hits[:-1] + [(entries[r["kb_id"]], MIN_SCORE)]  # training shows the right entry
+            target = entries[r["kb_id"]].answer if r["kb_id"] else HANDOVER
+            out.append({"text": r["text"], "target": target, "kb_id": r["kb_id"],
+                        "options": {"context": context_block(hits)}})
+        return out
+
+    train = attach(p_train + o_train, True)
+    val = attach(p_val + o_val, False)
+    test = attach(p_test + o_test, False)  # test context comes from retrieval alone, as in serving
+    return Splits(train, val, test, sources=[
+        {"name": "Northwind Goods demo knowledge base (written by this project; tasks/data/shop)",
+         "license": "project's own (fictional)", "count": len(entries)},
+        {"name": "customer paraphrases of the KB questions (project-written)", "license": "project's own",
+         "count": len(paras)},
+        {"name": "out-of-scope questions (project-written)", "license": "project's own", "count": len(oos)}])

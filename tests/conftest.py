@@ -106,8 +106,8 @@ def tiny_models_dir(tmp_path_factory, tiny_lm_export, tiny_classifier_export) ->
 def tiny_settings(tiny_models_dir):
     from config import Settings
 
-    return Settings(models_dir=tiny_models_dir, provider="cpu", precision="auto", max_input_tokens=256,
-                    max_new_tokens_cap=24)
+    return Settings(models_dir=tiny_models_dir, provider="cpu", precision="auto", max_input_tokens=768,
+                    max_new_tokens_cap=24, generations_per_minute=0)
 
 
 @pytest.fixture(scope="session")
@@ -145,3 +145,30 @@ def store(db_url, tmp_path):
     s.migrate()
     yield s
     s.engine.dispose()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(service, tmp_path_factory):
+    """The whole app (tiny models, SQLite store, admin token 's3cret') on 127.0.0.1."""
+    from types import SimpleNamespace
+
+    from app.store import FeedbackStore
+    from app.ui import LAUNCH, build_demo
+
+    d = tmp_path_factory.mktemp("appdb")
+    store = FeedbackStore(f"sqlite:///{d / 'f.sqlite3'}", d / "spool.jsonl", salt="t")
+    store.migrate()
+    demo = build_demo(service, store, admin_token="s3cret")
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", store=store, demo=demo)
+    demo.close()

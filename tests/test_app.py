@@ -1,41 +1,19 @@
 """The app started on 127.0.0.1 and called through gradio_client: every task endpoint, feedback, errors."""
-import socket
-
 import pytest
 
 from tasks import REGISTRY
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def app_store(app_server):
+    return app_server.store
 
 
 @pytest.fixture(scope="module")
-def app_store(tmp_path_factory):
-    from app.store import FeedbackStore
-
-    d = tmp_path_factory.mktemp("appdb")
-    store = FeedbackStore(f"sqlite:///{d / 'f.sqlite3'}", d / "spool.jsonl", salt="t")
-    store.migrate()
-    return store
-
-
-@pytest.fixture(scope="module")
-def client(service, app_store):
+def client(app_server):
     from gradio_client import Client
 
-    from app.ui import CSS, build_demo
-
-    demo = build_demo(service, app_store, admin_token="s3cret")
-    demo.queue(default_concurrency_limit=2, max_size=64)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
+    return Client(app_server.url, verbose=False)
 
 
 def _call(client, name, text):

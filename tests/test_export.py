@@ -75,3 +75,13 @@ def test_export_refuses_a_model_beyond_tolerance(tiny_lm_dir, tmp_path):
     with pytest.raises(ExportRefused):
         export_model(tiny_lm_dir, tmp_path, "lm", ["fp32"], tol=Tolerance(fp32_logits_atol=-1.0))
     assert not any(p.name.startswith("lm-") and not p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_batched_greedy_equals_one_by_one(tiny_lm_export, tokenizer):
+    from runtime.lm import OnnxCausalLM, Sampling
+
+    lm = OnnxCausalLM(tiny_lm_export.onnx("fp32"), tokenizer, "fp32", "cpu")
+    prompts = [tokenizer(t).input_ids for t in ["Hi", "A much longer prompt with many more tokens in it", "Ok then"]]
+    batch = lm.generate_batch(prompts, 12)
+    single = [lm.generate(p, Sampling(max_new_tokens=12)) for p in prompts]
+    assert batch == single

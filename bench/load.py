@@ -1,0 +1,137 @@
+"""Load test: N concurrent gradio_client users mixing every tab and feedback against an app on loopback.
+
+    python -m bench.load --url http://127.0.0.1:7860/ --users 32 --seconds 300 [--db sqlite:///data/feedback.sqlite3]
+
+Bounded in time and count, loopback only. Prints throughput, p50/p95/p99 latency per kind, errors, and
+(with --db) checks that every acknowledged feedback row is in the database.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+TEXTS = {
+    "generate": ["The best way to predict the future is", "床前明月光，", "Once upon a time"],
+    "qa": ["How long does delivery to Germany take?", "Can I pay with PayPal?", "What's your returns policy?"],
+    "sentiment": ["A charming, funny film.", "Two hours I will never get back.", "It was fine."],
+    "finnews": ["Tesco profits jump 20%", "Airline shares slump", "Bank of England holds rates"],
+    "summarize": ["GNU Wget is a free utility for non-interactive download of files from the Web. It supports "
+                  "HTTP, HTTPS and FTP and can follow links in HTML pages."],
+    "translate": ["Where is the train station?", "El que busca, encuentra."],
+}
+
+
+@dataclass
+class Stats:
+    latencies: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    feedback_ids: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, kind: str, seconds: float | None, error: str | None = None):
+        with self.lock:
+            if error:
+                self.errors.setdefault(kind, []).append(error)
+            else:
+                self.latencies.setdefault(kind, []).append(seconds)
+
+
+def percentile(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def user(url: str, deadline: float, max_requests: int, stats: Stats, seed: int, tasks: list[str]):
+    from gradio_client import Client
+
+    from tasks import REGISTRY
+
+    rng = random.Random(seed)
+    client = Client(url, verbose=False)
+    for _ in range(max_requests):
+        if time.time() >= deadline:
+            return
+        name = rng.choice(tasks)
+        task = REGISTRY[name]
+        args = [rng.choice(TEXTS[name])] + [c.default for c in task.controls]
+        if name == "generate":
+            args[-1] = 16  # max new tokens: keep generations short under load
+        t = time.perf_counter()
+        try:
+            *_, answer_id = client.predict(*args, api_name=f"/{name}")
+            stats.add(name, time.perf_counter() - t)
+        except Exception as e:  # noqa: BLE001
+            stats.add(name, None, type(e).__name__ + ": " + str(e)[:120])
+            continue
+        if answer_id and rng.random() < 0.5:
+            t = time.perf_counter()
+            try:
+                ack = client.predict(answer_id, rng.choice([1, -1]), None, "load test", api_name="/feedback")
+                stats.add("feedback", time.perf_counter() - t)
+                with stats.lock:
+                    stats.feedback_ids.append((answer_id, "saved" in ack))
+            except Exception as e:  # noqa: BLE001
+                stats.add("feedback", None, type(e).__name__ + ": " + str(e)[:120])
+
+
+def run(url: str, users: int, seconds: float, max_requests: int = 10_000, tasks: list[str] | None = None,
+        db: str | None = None) -> dict:
+    host = urlparse(url).hostname or ""
+    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+        raise SystemExit("the load test only targets loopback addresses")
+    from tasks import REGISTRY
+
+    tasks = tasks or list(REGISTRY)
+    stats = Stats()
+    deadline = time.time() + seconds
+    t0 = time.time()
+    threads = [threading.Thread(target=user, args=(url, deadline, max_requests, stats, i, tasks), daemon=True)
+               for i in range(users)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(seconds + 300)
+    wall = time.time() - t0
+    all_lat = [x for v in stats.latencies.values() for x in v]
+    report = {"users": users, "seconds": round(wall, 1), "requests": len(all_lat),
+              "errors": sum(len(v) for v in stats.errors.values()),
+              "throughput_rps": round(len(all_lat) / wall, 2),
+              "p50_ms": round(percentile(all_lat, 50) * 1000), "p95_ms": round(percentile(all_lat, 95) * 1000),
+              "p99_ms": round(percentile(all_lat, 99) * 1000),
+              "by_kind": {k: {"n": len(v), "p50_ms": round(percentile(v, 50) * 1000),
+                              "p95_ms": round(percentile(v, 95) * 1000), "p99_ms": round(percentile(v, 99) * 1000)}
+                          for k, v in sorted(stats.latencies.items())},
+              "error_samples": {k: v[:3] for k, v in stats.errors.items()},
+              "feedback_acknowledged": sum(ok for _, ok in stats.feedback_ids)}
+    if db:
+        from app.store import FeedbackStore
+
+        store = FeedbackStore(db, "/dev/null")
+        ids = {r["id"] for r in store.export_rows()}
+        report["feedback_rows_missing"] = sum(1 for a, ok in stats.feedback_ids if ok and a not in ids)
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default="http://127.0.0.1:7860/")
+    p.add_argument("--users", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=300)
+    p.add_argument("--max-requests", type=int, default=10_000, help="per user")
+    p.add_argument("--tasks", help="comma-separated subset, e.g. sentiment,finnews")
+    p.add_argument("--db", help="SQLAlchemy URL of the app's feedback database, to check rows landed")
+    args = p.parse_args(argv)
+    report = run(args.url, args.users, args.seconds, args.max_requests,
+                 args.tasks.split(",") if args.tasks else None, args.db)
+    print(json.dumps(report, indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Customer-service QA: knowledge-base CSV parsing (hostile files too), retrieval, prompt with context."""
+import pytest
+
+from tasks import TaskInputError
+from tasks import qa
+
+
+def test_parse_kb_csv_accepts_bom_extra_columns_and_case():
+    data = "\ufeffID,Question,Answer,Extra\nk1,How do I pay?,By card.,x\nk2,  ,empty question,\n".encode()
+    entries = qa.parse_kb_csv(data)
+    assert [(e.id, e.question, e.answer) for e in entries] == [("k1", "How do I pay?", "By card.")]
+
+
+@pytest.mark.parametrize("data, msg", [
+    (b"", "header"),
+    (b"q,a\nx,y\n", "header"),
+    ("question,answer\n".encode(), "no rows"),
+    ("question,answer\nhi,there\n".encode("utf-16"), "NUL|UTF-8"),
+    (b"question,answer\n\xff\xfe\xfa,x\n", "UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "NUL"),
+    (b"question,answer\n" + b"a,b\n" * 600_000, "too large"),
+    ('question,answer\n"unclosed,quote\n'.encode(), "no rows|malformed"),
+])
+def test_parse_kb_csv_refuses_bad_files_clearly(data, msg):
+    with pytest.raises(TaskInputError, match=msg):
+        qa.parse_kb_csv(data)
+
+
+def test_formula_cells_are_kept_as_text():
+    e = qa.parse_kb_csv(b'question,answer\n=1+1,"=HYPERLINK(""x"")"\n')[0]
+    assert e.question == "=1+1" and e.answer.startswith("=HYPERLINK")
+
+
+def test_retrieval_finds_the_right_entry_and_context_has_it():
+    kb = qa.KnowledgeBase([qa.Entry("k1", "How long does shipping to Germany take?", "2-4 working days."),
+                           qa.Entry("k2", "Can I pay with PayPal?", "Yes, PayPal is accepted."),
+                           qa.Entry("k3", "How do I reset my password?", "Use the reset link.")])
+    hits = kb.search("paypal payment possible?")
+    assert hits[0][0].id == "k2" and hits[0][1] > hits[1][1]
+    block = qa.context_block(hits)
+    assert "[k2]" in block
+    assert qa.context_block([(kb.entries[0], 0.1)]) == "(no relevant entries)"
+
+
+def test_prepare_and_prompt_use_the_served_kb(monkeypatch):
+    kb = qa.KnowledgeBase([qa.Entry("k9", "Do you sell gift cards?", "Yes, from 10 to 500 EUR.")])
+    monkeypatch.setattr(qa, "_kb", kb)
+    opts = qa.prepare("do you have gift cards", {})
+    assert opts["sources"] == ["k9"]
+    msgs = qa.build_messages("do you have gift cards", opts)
+    assert "10 to 500 EUR" in msgs[-1]["content"] and qa.HANDOVER in msgs[0]["content"]
+    assert qa.handed_over(qa.HANDOVER)

@@ -178,7 +178,7 @@ class Service:
                 if len(enc) > model.max_length:
                     reply.notices.append(f"Only the first {model.max_length} of {len(enc)} tokens were used.")
                 reply.prompt = text
-                p = model.predict_proba([text])[0]
+                p = model.predict_one(text)
                 id2label = backend.labels
                 probs = {id2label[i]: float(p[i]) for i in range(len(p))}
         except TaskInputError:

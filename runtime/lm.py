@@ -164,6 +164,15 @@ class OnnxClassifier:
         self.session, self.placement = open_session(onnx_path, precision, provider, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.max_length = max_length
+        self._batcher = None
+
+    def predict_one(self, text: str) -> np.ndarray:
+        """One text, batched server-side with whatever other requests arrive within a few milliseconds."""
+        if self._batcher is None:
+            from runtime.batcher import batched_proba
+
+            self._batcher = batched_proba(self)
+        return self._batcher(text)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         # Right padding with pad id: the exported head finds the last real token by the pad id.

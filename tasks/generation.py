@@ -95,7 +95,7 @@ def build_data(seed: int = 0) -> "Splits":
                    lambda r: r["target"])
     q_tr, q_va, q_te = split(quotes, seed, n_test=250, n_val=100)
     p_tr, p_va, p_te = split(poems, seed, n_test=50, n_val=20)
-    return Splits(q_tr + p_tr, q_va + p_va, q_te + p_te, sources=[
+    return Splits(q_tr + p_tr, q_va + p_va, q_te + p_te, extra={"leak_key": "target"}, sources=[
         {"name": f"Debian fortunes ({', '.join(QUOTE_FILES)}): quotes of 8-60 words", "license": "BSD",
          "count": len(quotes)},
         {"name": "Debian fortunes-zh tang300 + song100: Tang and Song poems", "license": "GPL-3+",

@@ -14,7 +14,7 @@ SHOP = "Northwind Goods, an online shop for home and outdoor products"
 HANDOVER = ("I'm sorry, I can't answer that from our help articles. I'll pass your question to a human colleague, "
             "who will get back to you shortly.")
 TOP_K = 3
-MIN_SCORE = 0.45  # below this cosine similarity no entry is shown (tuned on validation questions)
+MIN_SCORE = 0.50  # below this no entry is shown: keeps ~98% of in-scope questions, shows entries for ~28% of out-of-scope (measured on validation / training out-of-scope)
 SYSTEM = (f"You are a friendly, concise customer-service agent for {SHOP}. Answer the customer's question "
           "using only the knowledge-base entries given. If they do not answer it, reply exactly: " + HANDOVER)
 MAX_KB_BYTES = 2_000_000
@@ -32,10 +32,11 @@ class Entry:
 class KnowledgeBase:
     """Entries and their question embeddings; replaceable at run time (the operator's CSV)."""
 
-    def __init__(self, entries: list[Entry], embedder=None):
+    def __init__(self, entries: list[Entry], embedder=None, phrasings: dict[str, list[str]] | None = None):
         if not entries:
             raise TaskInputError("The knowledge base has no entries.")
         self.entries = entries
+        self.phrasings = phrasings or {}  # known customer phrasings per entry id (training paraphrases)
         self._embedder = embedder
         self._vectors: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -49,9 +50,20 @@ class KnowledgeBase:
         return self._embedder
 
     def vectors(self) -> np.ndarray:
+        """One vector per entry: the normalised mean of its question, question+answer and known phrasings.
+        Measured on held-out paraphrases of the demo KB: hit@1 75% / hit@3 90%, vs 70% / 84% for the question
+        alone and 64% for max-over-phrasings (the demo KB's entries are close neighbours by design)."""
         with self._lock:
             if self._vectors is None:
-                self._vectors = self.embedder.encode([e.question for e in self.entries])
+                texts, owner = [], []
+                for i, e in enumerate(self.entries):
+                    for t in [e.question, f"{e.question} {e.answer}", *self.phrasings.get(e.id, [])]:
+                        texts.append(t)
+                        owner.append(i)
+                emb = self.embedder.encode(texts)
+                owner = np.asarray(owner)
+                vec = np.stack([emb[owner == i].mean(0) for i in range(len(self.entries))])
+                self._vectors = vec / np.linalg.norm(vec, axis=-1, keepdims=True)
             return self._vectors
 
     def search(self, query: str, k: int = TOP_K) -> list[tuple[Entry, float]]:
@@ -103,6 +115,30 @@ def load_default_entries() -> list[Entry]:
     return parse_kb_csv((DATA_FILES / "shop" / "kb.csv").read_bytes())
 
 
+def paraphrase_split(seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
+    """Demo KB paraphrases: per entry one held out for test, one for validation (first 40 entries), the rest
+    train. The served index only ever sees the training ones."""
+    import random
+
+    from tasks.splits import DATA_FILES, dedupe
+
+    with open(DATA_FILES / "shop" / "paraphrases.csv", encoding="utf-8") as f:
+        paras = dedupe([{"kb_id": r["kb_id"], "text": r["paraphrase"].strip()} for r in csv.DictReader(f)],
+                       lambda r: r["text"])
+    rng = random.Random(seed)
+    by_entry: dict[str, list] = {}
+    for p in paras:
+        by_entry.setdefault(p["kb_id"], []).append(p)
+    test, val, train = [], [], []
+    for kb_id in sorted(by_entry):
+        group = by_entry[kb_id][:]
+        rng.shuffle(group)
+        test.append(group[0])
+        (val if len(val) < 40 and len(group) > 2 else train).append(group[1])
+        train.extend(group[2:])
+    return train, val, test
+
+
 _kb: KnowledgeBase | None = None
 _kb_lock = threading.Lock()
 
@@ -111,7 +147,10 @@ def knowledge_base() -> KnowledgeBase:
     global _kb
     with _kb_lock:
         if _kb is None:
-            _kb = KnowledgeBase(load_default_entries())
+            phrasings: dict[str, list[str]] = {}
+            for p in paraphrase_split()[0]:
+                phrasings.setdefault(p["kb_id"], []).append(p["text"])
+            _kb = KnowledgeBase(load_default_entries(), phrasings=phrasings)
         return _kb
 
 
@@ -178,26 +217,9 @@ def build_data(seed: int = 0) -> "Splits":
 
     folder = DATA_FILES / "shop"
     entries = {e.id: e for e in load_default_entries()}
-    with open(folder / "paraphrases.csv", encoding="utf-8") as f:
-        paras = [{"kb_id": r["kb_id"], "text": r["paraphrase"].strip()} for r in csv.DictReader(f)]
+    p_train, p_val, p_test = paraphrase_split(seed)
     with open(folder / "out_of_scope.csv", encoding="utf-8") as f:
-        oos = [{"kb_id": "", "text": r["question"].strip()} for r in csv.DictReader(f)]
-    paras = dedupe(paras, lambda r: r["text"])
-    oos = dedupe(oos, lambda r: r["text"])
-    # held-out: one paraphrase per entry chosen by seed, so every entry is tested and still trained on
-    import random
-
-    rng = random.Random(seed)
-    by_entry: dict[str, list] = {}
-    for p in paras:
-        by_entry.setdefault(p["kb_id"], []).append(p)
-    p_test, p_val, p_train = [], [], []
-    for kb_id in sorted(by_entry):
-        group = by_entry[kb_id][:]
-        rng.shuffle(group)
-        p_test.append(group[0])
-        (p_val if len(p_val) < 40 and len(group) > 2 else p_train).append(group[1])
-        p_train.extend(group[2:])
+        oos = dedupe([{"kb_id": "", "text": r["question"].strip()} for r in csv.DictReader(f)], lambda r: r["text"])
     o_train, o_val, o_test = split(oos, seed, n_test=50, n_val=20)
     kb = knowledge_base()
 
@@ -219,5 +241,5 @@ def build_data(seed: int = 0) -> "Splits":
         {"name": "Northwind Goods demo knowledge base (written by this project; tasks/data/shop)",
          "license": "project's own (fictional)", "count": len(entries)},
         {"name": "customer paraphrases of the KB questions (project-written)", "license": "project's own",
-         "count": len(paras)},
+         "count": len(p_train) + len(p_val) + len(p_test)},
         {"name": "out-of-scope questions (project-written)", "license": "project's own", "count": len(oos)}])

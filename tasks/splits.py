@@ -84,7 +84,9 @@ def group_split(items: list[dict], group: Callable[[dict], str], seed: int, test
     return tr, [i for i in items if group(i) in val_g], [i for i in items if group(i) in test_g]
 
 
-def leaks(splits: Splits, field_name: str = "text") -> list[str]:
-    """Test texts that also appear (after normalisation) in train or validation: must be empty."""
+def leaks(splits: Splits, field_name: str | None = None) -> list[str]:
+    """Test texts that also appear (after normalisation) in train or validation: must be empty. The field is
+    the split's `extra['leak_key']` (default "text"; generation checks its targets: prompts may repeat)."""
+    field_name = field_name or splits.extra.get("leak_key", "text")
     seen = {norm_key(r[field_name]) for r in splits.train + splits.val}
     return [r[field_name] for r in splits.test if norm_key(r[field_name]) in seen]

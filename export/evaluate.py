@@ -3,7 +3,6 @@ all through the serving path (ONNX Runtime, the served precision)."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -236,4 +235,4 @@ def headline(metrics: dict) -> str:
     return f"{metric} {v:.3f}" if isinstance(v, float) else metric
 
 
-__all__ = ["evaluate_task", "TARGETS", "EVAL_SIZES", "headline", "math"]
+__all__ = ["evaluate_task", "TARGETS", "EVAL_SIZES", "headline"]

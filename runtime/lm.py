@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -60,7 +59,6 @@ class OnnxCausalLM:
         self.past_dtype = _NP_DTYPE.get(past[0].type, np.float32) if past else np.float32
         # shape: (batch, kv_heads, seq, head_dim); the static dims come from the graph
         self.kv_heads, self.head_dim = (past[0].shape[1], past[0].shape[3]) if past else (0, 0)
-        self._lock = threading.Lock()  # guards nothing in ORT (run is thread-safe); only lazy state
 
     @property
     def stop_ids(self) -> set[int]:

@@ -43,10 +43,10 @@ def _verses(module: str) -> dict[str, str]:
 
     from tasks.splits import DataMissing
 
-    try:
-        books = subprocess.run(["diatheke", "-b", "system", "-k", "localelist"], capture_output=True, text=True)
-    except FileNotFoundError:
-        raise DataMissing("diatheke is not installed: run scripts/install_data.sh") from None
+    import shutil
+
+    if shutil.which("diatheke") is None:
+        raise DataMissing("diatheke is not installed: run scripts/install_data.sh")
     verses: dict[str, str] = {}
     for book in BIBLE_BOOKS:
         out = subprocess.run(["diatheke", "-b", module, "-f", "plain", "-k", book], capture_output=True,
@@ -55,7 +55,6 @@ def _verses(module: str) -> dict[str, str]:
             text = " ".join(m.group(2).split())
             if text:
                 verses[m.group(1)] = text
-    del books
     return verses
 
 

@@ -10,8 +10,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 log = logging.getLogger("app")
 
 
-def create_service(prepare: bool = True):
-    """The service with every task's model loaded (building them first when `prepare` and missing)."""
+def create_service(prepare: bool = True, background: bool = True):
+    """The service over every task's model (building them first when `prepare` and missing). With `background`
+    the models load on a thread while the server already answers (a request for a task that is not loaded
+    yet loads it first); without it they are all loaded before this returns."""
     from app.service import Service
     from config import settings
     from runtime.models import ModelSet
@@ -25,8 +27,16 @@ def create_service(prepare: bool = True):
             log.info("models are not prepared yet: preparing (first start only, a few minutes)")
             prepare_models(s, list(REGISTRY))
     models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads)
-    for name in REGISTRY:
-        models.load(name)
+    # classifiers first: they load in a second or two and answer in milliseconds
+    order = sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != "classify")
+    warmups = {n: REGISTRY[n].warmup for n in order if REGISTRY[n].warmup}
+    if background:
+        models.load_in_background(order, warmups)
+    else:
+        for name in order:
+            models.load(name)
+            if name in warmups:
+                warmups[name]()
     return Service(models, s)
 
 

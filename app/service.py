@@ -71,10 +71,8 @@ class Service:
         return self.tasks[name]
 
     def describe(self, name: str) -> str:
-        try:
-            return self.models.get(name).describe
-        except Exception as e:  # noqa: BLE001 - shown in the footer, never fatal
-            return f"model not available ({e})"
+        backend = self.models.peek(name)
+        return backend.describe if backend is not None else "model loading…"
 
     def backend(self, name: str) -> Backend:
         return self.models.get(name)
@@ -156,7 +154,8 @@ class Service:
         cap = self.settings.max_new_tokens_cap
         return Sampling(max_new_tokens=min(int(opts.get("max_new_tokens", d.max_new_tokens)), cap),
                         temperature=float(opts.get("temperature", d.temperature)),
-                        top_p=float(opts.get("top_p", d.top_p)), repetition_penalty=d.repetition_penalty)
+                        top_p=float(opts.get("top_p", d.top_p)), repetition_penalty=d.repetition_penalty,
+                        no_repeat_ngram=d.no_repeat_ngram)
 
     def _classify(self, task: Task, backend: Backend, text: str, opts: dict, notices: list[str]) -> Reply:
         model = backend.model

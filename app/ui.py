@@ -153,14 +153,14 @@ class App:
             if task.examples:
                 gr.Examples(examples=[list(e) for e in task.examples], inputs=[text, *controls],
                             label="Examples (click one, then Submit)")
-            footer = gr.Markdown(self.footer(task), elem_classes=["model-footer"])
+            footer = gr.Markdown(lambda: self.footer(task), elem_classes=["model-footer"])
 
             heavy = task.kind == "generate"
             submit.click(lambda: ("", None, ""), None, [ack, correction, comment], api_visibility="private",
                          queue=False)
             submit.click(self.handler(task), [text, *controls], [answer, notice, footer, answer_id],
                          api_name=task.name, concurrency_id="generate" if heavy else "classify",
-                         concurrency_limit=2 if heavy else 4)
+                         concurrency_limit=2 if heavy else 8)
             clear.click(lambda: ("", None, "", ""), None, [text, answer, notice, answer_id],
                         api_visibility="private", queue=False)
             def rate_up(i, request: gr.Request):
@@ -258,10 +258,9 @@ class App:
         """The 'About the models' table: version, tuning, held-out metric and target per task."""
         rows = ["| task | model version | fine-tuned | held-out result | runs on |", "|---|---|---|---|---|"]
         for name, task in self.service.tasks.items():
-            try:
-                b = self.service.backend(name)
-            except Exception as e:  # noqa: BLE001
-                rows.append(f"| {task.title} | not available ({html.escape(str(e))}) | | | |")
+            b = self.service.models.peek(name)
+            if b is None:
+                rows.append(f"| {task.title} | loading… (refresh in a moment) | | | |")
                 continue
             m = b.version.metrics or {}
             result = html.escape(m.get("target", "not evaluated")) if m else "base model, not evaluated"
@@ -273,7 +272,7 @@ class App:
 
     def build_about(self) -> None:
         with gr.Tab("About the models", id="about"):
-            table = gr.Markdown(self.models_md())
+            table = gr.Markdown(self.models_md)  # a callable: evaluated on each page load (models load after start)
             reload = gr.Button("Check for new model versions", elem_id="about-reload")
             status = gr.Markdown()
 

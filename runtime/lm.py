@@ -21,11 +21,24 @@ class Sampling:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    no_repeat_ngram: int = 0  # >0: never generate an n-gram of this size twice (stops loops in small models)
     seed: int | None = None
 
 
-def pick_token(logits: np.ndarray, s: Sampling, history: Sequence[int], rng: np.random.Generator) -> int:
+def repeated_ngram_bans(generated: Sequence[int], n: int) -> list[int]:
+    """Tokens that would complete an n-gram already present in `generated`."""
+    if n <= 0 or len(generated) < n:
+        return []
+    prefix = list(generated[len(generated) - n + 1:]) if n > 1 else []
+    return [generated[i + n - 1] for i in range(len(generated) - n + 1)
+            if list(generated[i:i + n - 1]) == prefix]
+
+
+def pick_token(logits: np.ndarray, s: Sampling, history: Sequence[int], rng: np.random.Generator,
+               banned: Sequence[int] = ()) -> int:
     logits = logits.astype(np.float64, copy=True)
+    if len(banned):
+        logits[np.asarray(banned, dtype=np.int64)] = -np.inf
     if s.repetition_penalty != 1.0 and len(history):
         seen = np.unique(np.asarray(history, dtype=np.int64))
         vals = logits[seen]
@@ -95,13 +108,15 @@ class OnnxCausalLM:
         pos = np.arange(total, dtype=np.int64)[None, :]
         past = self._empty_past(1)
         history = list(prompt_ids)
+        generated: list[int] = []
         for _ in range(s.max_new_tokens):
             logits, past = self.forward(ids, attn, past, pos)
-            tok = pick_token(logits[0, -1], s, history, rng)
+            tok = pick_token(logits[0, -1], s, history, rng, repeated_ngram_bans(generated, s.no_repeat_ngram))
             if tok in stop:
                 return
             yield tok
             history.append(tok)
+            generated.append(tok)
             ids = np.asarray([[tok]], dtype=np.int64)
             pos = np.asarray([[total]], dtype=np.int64)
             total += 1

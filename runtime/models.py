@@ -78,6 +78,34 @@ class ModelSet:
         backend = self._backends.get(task)
         return backend if backend is not None else self.load(task)
 
+    def peek(self, task: str) -> Backend | None:
+        """The loaded backend, or None while it is still loading (never blocks)."""
+        return self._backends.get(task)
+
+    def load_in_background(self, tasks: list[str], warmups: dict | None = None) -> threading.Thread:
+        """Load `tasks` in order on one thread, so the server can answer while models load. A request for a
+        task not loaded yet loads it at once through get() (it jumps the queue); the loader then skips it."""
+        warmups = warmups or {}
+
+        def run():
+            import time
+
+            t0 = time.perf_counter()
+            for task in tasks:
+                try:
+                    self.load(task)
+                    if warmups.get(task):
+                        warmups[task]()
+                except Exception:  # noqa: BLE001 - that task reports "not available"; the others still load
+                    log.exception("loading %s failed", task)
+                log.info("task %s ready after %.1f s", task, time.perf_counter() - t0)
+            self.all_loaded.set()
+
+        self.all_loaded = threading.Event()
+        thread = threading.Thread(target=run, name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
     def refresh(self) -> list[str]:
         """Pick up newly registered versions without a restart; returns the tasks that changed."""
         changed = []

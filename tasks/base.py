@@ -50,6 +50,7 @@ class Decoding:
     temperature: float = 0.0
     top_p: float = 1.0
     repetition_penalty: float = 1.1
+    no_repeat_ngram: int = 0  # >0: no n-gram of this size is generated twice
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class Task:
     # Optional operator upload that replaces the task's resources (e.g. a knowledge-base CSV): bytes -> message.
     upload: Callable[[bytes], str] | None = None
     upload_label: str = ""
+    # Optional one-off work to do at start, after the model loads (e.g. building a retrieval index).
+    warmup: Callable[[], None] | None = None
 
     def options(self, values: dict) -> dict:
         """Validated control values, defaults filled in."""

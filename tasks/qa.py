@@ -201,6 +201,7 @@ TASK = Task(
     build_messages=build_messages,
     prepare=prepare,
     upload=replace_from_csv,
+    warmup=lambda: knowledge_base().vectors(),
     upload_label="Replace the knowledge base (CSV with question,answer columns; UTF-8; up to 2 MB)",
     metric=rouge_l,
     decoding=Decoding(max_new_tokens=128, temperature=0.0, repetition_penalty=1.05),

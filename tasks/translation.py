@@ -29,7 +29,8 @@ TASK = Task(
     metric=chrf,
     postprocess=first_paragraph,
     controls=(Control("direction", "Direction", "English → Spanish", choices=tuple(DIRECTIONS)),),
-    decoding=Decoding(max_new_tokens=160, temperature=0.0, repetition_penalty=1.05),
+    # the 4-gram ban stops the loops a 135M model falls into on long verses ("y me llega: y me llega: ...")
+    decoding=Decoding(max_new_tokens=160, temperature=0.0, repetition_penalty=1.05, no_repeat_ngram=4),
     examples=(("Where is the train station?", "English → Spanish"),
               ("El que busca, encuentra.", "Spanish → English"),
               ("Open the file and save your changes.", "English → Chinese")),
@@ -52,11 +53,14 @@ def _verses(module: str) -> dict[str, str]:
         out = subprocess.run(["diatheke", "-b", module, "-f", "plain", "-k", book], capture_output=True,
                              text=True).stdout
         for m in re.finditer(r"^(\S.*? \d+:\d+): (.*)$", out, flags=re.M):
-            text = " ".join(m.group(2).split())
+            text = " ".join(STRONGS.sub(" ", m.group(2)).split())
             if text:
                 verses[m.group(1)] = text
     return verses
 
+
+# Strong's concordance numbers that the Reina-Valera module leaves in its plain text ("diecisiete <H6240> días")
+STRONGS = __import__("re").compile(r"<[HG]\d+>")
 
 BIBLE_BOOKS = ("Genesis Exodus Leviticus Numbers Deuteronomy Joshua Judges Ruth I_Samuel II_Samuel I_Kings "
                "II_Kings I_Chronicles II_Chronicles Ezra Nehemiah Esther Job Psalms Proverbs Ecclesiastes "
@@ -74,7 +78,9 @@ def build_data(seed: int = 0) -> "Splits":
     en, es = _verses("engWEB2015eb"), _verses("spaRV1909eb")
     pairs = [{"ref": ref, "en": en[ref], "es": es[ref]} for ref in en if ref in es]
     pairs = [p for p in pairs if 3 <= len(p["en"].split()) <= 60]
-    pairs = dedupe(pairs, lambda p: p["en"])
+    # either side repeated elsewhere (formulas like "The word of Yahweh came to me, saying") would let
+    # a test source text occur in training: keep the first pair of each English and each Spanish text
+    pairs = dedupe(dedupe(pairs, lambda p: p["en"]), lambda p: p["es"])
     rows = []
     for p in pairs:  # both directions of one verse stay in one split
         rows.append({"ref": p["ref"], "text": p["en"], "target": p["es"], "options": {"direction": "English → Spanish"}})

@@ -90,3 +90,20 @@ def test_missing_model_is_a_service_error(tiny_settings, tmp_path):
     empty = Service(ModelSet(tmp_path), tiny_settings)
     with pytest.raises(ServiceError, match="not available"):
         list(empty.run("qa", "hello"))
+
+
+def test_models_load_in_background_and_a_request_does_not_wait_for_the_queue(tiny_settings):
+    """The app serves while models load: describe() never blocks, a request loads its own task at once."""
+    from runtime.models import ModelSet
+
+    models = ModelSet(tiny_settings.models_dir, "cpu", "auto")
+    svc = Service(models, tiny_settings)
+    assert models.peek("sentiment") is None and svc.describe("sentiment") == "model loading…"
+    first = next(svc.run("sentiment", "A fine film."))  # before the loader starts: loads on demand
+    assert first.probabilities and models.peek("sentiment") is not None
+    warmed = []
+    thread = models.load_in_background(["finnews", "sentiment", "qa"], {"qa": lambda: warmed.append("qa")})
+    thread.join(120)
+    assert models.all_loaded.is_set() and warmed == ["qa"]
+    assert all(models.peek(t) is not None for t in ("finnews", "sentiment", "qa"))
+    assert "loading" not in svc.describe("qa")

@@ -55,6 +55,31 @@ def worker(*args: str, timeout: int = 1800) -> dict:
     raise RuntimeError(f"bench worker failed: {' '.join(args)}\n{out.stderr[-2000:]}")
 
 
+def run_variants(kind: str, ckpt: str, onnx_dir: str, repeats: str, extra: list[str],
+                 fp16: bool = False) -> dict[str, dict]:
+    """PyTorch eager fp32, ONNX Runtime fp32 and int8 (and fp16 on both engines when asked), each in a worker."""
+    out = {"PyTorch eager fp32": worker(kind, "--engine", "torch", "--ckpt", ckpt, "--repeats", repeats, *extra)}
+    for prec in ("fp32", "int8"):
+        out[f"ONNX Runtime {prec}"] = worker(kind, "--engine", "ort", "--precision", prec, "--onnx", onnx_dir,
+                                             "--ckpt", ckpt, "--repeats", repeats, *extra)
+    if fp16 and Path(onnx_dir, "fp16", "model.onnx").exists():
+        out["PyTorch fp16 (CUDA)"] = worker(kind, "--engine", "torch", "--precision", "fp16", "--ckpt", ckpt,
+                                            "--repeats", repeats, *extra)
+        out["ONNX Runtime fp16 (CUDA, IO binding)"] = worker(kind, "--engine", "ort", "--precision", "fp16",
+                                                             "--onnx", onnx_dir, "--ckpt", ckpt, "--repeats",
+                                                             repeats, *extra)
+    return out
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def versions() -> str:
     import onnxruntime
     import torch
@@ -131,13 +156,11 @@ def main(argv=None) -> int:
              f"{versions()}. Each figure is the median of {args.repeats} runs; every variant runs in its own "
              "process (peak RSS is that process's).", ""]
 
+    cuda = _cuda_available()
+
     # classification
     version, ckpt, onnx_dir = model_paths(args.classify_task)
-    c = {"PyTorch eager fp32": worker("classify", "--engine", "torch", "--ckpt", ckpt, "--task", args.classify_task,
-                                      "--repeats", r)}
-    for prec in ("fp32", "int8"):
-        c[f"ONNX Runtime {prec}"] = worker("classify", "--engine", "ort", "--precision", prec, "--onnx", onnx_dir,
-                                           "--task", args.classify_task, "--repeats", r)
+    c = run_variants("classify", ckpt, onnx_dir, r, ["--task", args.classify_task])
     base = c["PyTorch eager fp32"]
     lines += [f"### Classification: `{args.classify_task}` ({version})", "",
               "| variant | texts/s batch 1 | texts/s batch 32 (sorted) | x PyTorch (b32) | held-out accuracy | peak RSS MB |",
@@ -148,12 +171,9 @@ def main(argv=None) -> int:
                      f"{m['peak_rss_mb']:.0f} |")
     lines.append("")
 
-    # generation
+    # generation (on a CUDA host also PyTorch fp16 vs ONNX Runtime fp16 with IO binding)
     version, ckpt, onnx_dir = model_paths(args.generate_task)
-    g = {"PyTorch eager fp32": worker("generate", "--engine", "torch", "--ckpt", ckpt, "--repeats", r)}
-    for prec in ("fp32", "int8"):
-        g[f"ONNX Runtime {prec}"] = worker("generate", "--engine", "ort", "--precision", prec, "--onnx", onnx_dir,
-                                           "--ckpt", ckpt, "--repeats", r)
+    g = run_variants("generate", ckpt, onnx_dir, r, [], fp16=cuda)
     bw = memory_bandwidth_gbs()
     int8_bytes, int8_total = bytes_per_token(Path(onnx_dir) / "int8" / "model.onnx")
     bound = bw * 1e9 / int8_bytes

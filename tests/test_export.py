@@ -103,3 +103,18 @@ def test_no_repeat_ngram_stops_loops(tiny_lm_export, tokenizer):
     banned = lm.generate(ids, Sampling(max_new_tokens=60, no_repeat_ngram=3))
     assert len(set(trigrams(free))) < len(trigrams(free))  # the loop the ban is for (else the test proves nothing)
     assert len(set(trigrams(banned))) == len(trigrams(banned))
+
+
+def test_io_binding_path_equals_plain_run(tiny_lm_export, tokenizer):
+    """The CUDA path keeps the KV cache bound to the device; the same code runs on CPU, where it must give the
+    same tokens and logits as the plain numpy path."""
+    import numpy as np
+
+    from runtime.lm import OnnxCausalLM, Sampling
+
+    plain = OnnxCausalLM(tiny_lm_export.onnx("fp32"), tokenizer, "fp32", "cpu")
+    bound = OnnxCausalLM(tiny_lm_export.onnx("fp32"), tokenizer, "fp32", "cpu", io_binding=True)
+    assert not plain.io_binding and bound.io_binding
+    ids = tokenizer("The quick brown fox").input_ids
+    assert bound.generate(ids, Sampling(max_new_tokens=16)) == plain.generate(ids, Sampling(max_new_tokens=16))
+    assert np.allclose(bound.next_token_logprobs(ids), plain.next_token_logprobs(ids), atol=1e-5)

@@ -31,6 +31,10 @@ class TrainConfig:
     train_examples: int = 4000  # how many training examples are drawn (fixed seed)
     time_budget_s: float = 2400.0  # a safety stop; the step count, not the clock, sizes a run
     seed: int = 0
+    # classifiers: weight the loss by inverse class frequency (macro-F1 counts the rare class as much)
+    balance_classes: bool = False
+    # classifiers: score the validation split every N steps and keep the best adapter (0: keep the last)
+    eval_every: int = 0
 
     def scaled(self, factor: float) -> "TrainConfig":
         """A bigger run for a GPU host: more steps and data, same recipe."""
@@ -42,8 +46,11 @@ class TrainConfig:
 TRAIN_CONFIGS: dict[str, TrainConfig] = {
     # ~20 CPU minutes: 300 steps x 16 snippets (~0.45 epoch; STACK.md measured 85.5% at 369 steps)
     "sentiment": TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=10749),
-    # ~6 CPU minutes: 1,100 headlines, ~3.5 epochs
-    "finnews": TrainConfig(max_steps=240, batch_size=16, max_len=48, lr=3e-4, train_examples=1100),
+    # ~18 CPU minutes: 1,100 headlines, ~4.4 epochs, rank 16, class-balanced loss (positive is 19% of the
+    # data and counts a third of macro-F1), the best of every 30 steps on the 150 validation headlines kept
+    # (240 steps at rank 8 without selection: macro-F1 0.647, with the final loss at 0.21: overfitting)
+    "finnews": TrainConfig(max_steps=300, batch_size=16, max_len=48, lr=2e-4, train_examples=1100, lora_r=16,
+                           lora_alpha=32, balance_classes=True, eval_every=30),
     # Generation tasks: the loss is on the answer tokens only; steps sized to ~15-18 CPU minutes each
     # (60-step runs left summarize and generate short of their targets).
     "summarize": TrainConfig(max_steps=110, batch_size=8, max_len=160, lr=3e-4, train_examples=880),
@@ -132,6 +139,52 @@ def load_extra(path: Path, task) -> list[dict]:
     return rows
 
 
+class _ValSelector:
+    """Scores a classifier on the validation split during training and keeps the best trainable weights."""
+
+    def __init__(self, task, tok, val: list[dict], device):
+        self.task, self.tok, self.device = task, tok, device
+        self.texts = [r["text"] for r in val]
+        self.labels = [r["label"] for r in val]
+        self.metric = {"finnews": "macro_f1"}.get(task.name, "accuracy")
+        self.curve: list[tuple[int, float]] = []
+        self.best: tuple[float, int, dict] | None = None
+
+    def value(self, model) -> float:
+        import torch
+
+        model.eval()
+        preds = []
+        with torch.no_grad():
+            for i in range(0, len(self.texts), 32):
+                enc = self.tok(self.texts[i:i + 32], padding=True, truncation=True, max_length=128,
+                               return_tensors="pt", padding_side="right").to(self.device)
+                preds += [self.task.labels[int(j)] for j in model(**enc).logits.argmax(-1)]
+        model.train()
+        return float(self.task.metric(preds, self.labels)[self.metric])
+
+    def score(self, model, step: int) -> None:
+        value = self.value(model)
+        self.curve.append((step, round(value, 4)))
+        if self.best is None or value > self.best[0]:
+            state = {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+            self.best = (value, step, state)
+        log.info("step %d: validation %s %.4f (best %.4f at step %d)", step, self.metric, value, self.best[0],
+                 self.best[1])
+
+    def restore_best(self, model) -> None:
+        params = dict(model.named_parameters())
+        for k, v in self.best[2].items():
+            params[k].data.copy_(v.to(params[k].device))
+        self.restored = self.value(model)  # proves the restore: equals the best step's score
+        model.eval()
+
+    def facts(self) -> dict:
+        return {"metric": self.metric, "n": len(self.texts), "selected_step": self.best[1],
+                "selected_value": round(self.best[0], 4), "restored_value": round(self.restored, 4),
+                "curve": self.curve}
+
+
 def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: list[dict] | None = None) -> dict:
     """Train a LoRA adapter (and score head) for `task`; save it in fp16 to out_dir. Returns run facts."""
     import torch
@@ -180,10 +233,19 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
     bar = tqdm(total=cfg.max_steps, desc=f"train {task.name}", unit="step", dynamic_ncols=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
                                                                                                         enabled=False)
+    weight = None
+    if classify and cfg.balance_classes:
+        counts = torch.bincount(torch.tensor([f["labels"] for f in feats]), minlength=len(task.labels)).float()
+        weight = (counts.sum() / (len(task.labels) * counts.clamp(min=1))).to(device)
+    selector = _ValSelector(task, tok, splits.val, device) if classify and cfg.eval_every and splits.val else None
     while step < cfg.max_steps and time.time() - t0 < cfg.time_budget_s:
         ids, mask, labels = (x.to(device) for x in next(batches))
         with autocast:
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            if weight is not None:
+                logits = model(input_ids=ids, attention_mask=mask).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+            else:
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -194,9 +256,13 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
+        if selector and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            selector.score(model, step)
     bar.close()
     seconds = time.time() - t0
     model.eval()
+    if selector:
+        selector.restore_best(model)
     for p in model.parameters():  # ship the adapter in fp16: half the size, no measurable loss after merge
         if p.requires_grad:
             p.data = p.data.half()
@@ -209,6 +275,8 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
              "trainable_params": trainable, "final_loss_avg20": round(sum(losses[-20:]) / len(losses[-20:]), 4),
              "first_loss_avg20": round(sum(losses[:20]) / len(losses[:20]), 4), "device": str(device),
              "config": asdict(cfg), "extra_rows": len(extra or [])}
+    if selector:
+        facts["val_selection"] = selector.facts()
     (out_dir / "train_facts.json").write_text(json.dumps(facts, indent=1))
     log.info("trained %s: %s", task.name, facts)
     return facts

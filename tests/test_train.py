@@ -51,6 +51,23 @@ def test_tiny_train_merge_export_register_and_switch(name, tiny_lm_dir, tmp_path
         assert probs.shape == (1, len(task.labels))
 
 
+def test_classifier_keeps_the_best_validation_step_with_balanced_loss(tiny_lm_dir, tmp_path):
+    """Validation-based selection: the adapter saved is the one of the best-scoring step, and the run says so."""
+    from export.train import TrainConfig, train
+
+    task = REGISTRY["finnews"]
+    rows = [{"text": f"{'shares soar' if i % 3 == 0 else 'shares slump'} report {i}",
+             "label": "positive" if i % 3 == 0 else "negative"} for i in range(60)]
+    cfg = TrainConfig(max_steps=8, batch_size=4, max_len=32, warmup_steps=2, lr=1e-3, balance_classes=True,
+                      eval_every=3)
+    facts = train(task, Splits(rows[:48], rows[48:], []), tiny_lm_dir, tmp_path / "a", cfg)
+    sel = facts["val_selection"]
+    assert [s for s, _ in sel["curve"]] == [3, 6, 8] and sel["metric"] == "macro_f1" and sel["n"] == 12
+    best = max(v for _, v in sel["curve"])
+    assert sel["selected_value"] == best == sel["restored_value"]
+    assert (sel["selected_step"], best) in [tuple(x) for x in sel["curve"]]
+
+
 def test_training_loss_goes_down_on_a_learnable_task(tiny_lm_dir, tmp_path):
     from export.train import TrainConfig, train
 

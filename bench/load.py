@@ -46,7 +46,8 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def user(url: str, deadline: float, max_requests: int, stats: Stats, seed: int, tasks: list[str]):
+def user(url: str, deadline: float, max_requests: int, stats: Stats, seed: int, tasks: list[str],
+         feedback_rate: float = 0.5):
     from gradio_client import Client
 
     from tasks import REGISTRY
@@ -68,7 +69,7 @@ def user(url: str, deadline: float, max_requests: int, stats: Stats, seed: int, 
         except Exception as e:  # noqa: BLE001
             stats.add(name, None, type(e).__name__ + ": " + str(e)[:120])
             continue
-        if answer_id and rng.random() < 0.5:
+        if answer_id and rng.random() < feedback_rate:
             t = time.perf_counter()
             try:
                 ack = client.predict(answer_id, rng.choice([1, -1]), None, "load test", api_name="/feedback")
@@ -80,7 +81,7 @@ def user(url: str, deadline: float, max_requests: int, stats: Stats, seed: int, 
 
 
 def run(url: str, users: int, seconds: float, max_requests: int = 10_000, tasks: list[str] | None = None,
-        db: str | None = None) -> dict:
+        db: str | None = None, feedback_rate: float = 0.5) -> dict:
     host = urlparse(url).hostname or ""
     if not (host == "localhost" or host.startswith("127.") or host == "::1"):
         raise SystemExit("the load test only targets loopback addresses")
@@ -90,7 +91,8 @@ def run(url: str, users: int, seconds: float, max_requests: int = 10_000, tasks:
     stats = Stats()
     deadline = time.time() + seconds
     t0 = time.time()
-    threads = [threading.Thread(target=user, args=(url, deadline, max_requests, stats, i, tasks), daemon=True)
+    threads = [threading.Thread(target=user, args=(url, deadline, max_requests, stats, i, tasks, feedback_rate),
+                                daemon=True)
                for i in range(users)]
     for th in threads:
         th.start()
@@ -126,9 +128,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-requests", type=int, default=10_000, help="per user")
     p.add_argument("--tasks", help="comma-separated subset, e.g. sentiment,finnews")
     p.add_argument("--db", help="SQLAlchemy URL of the app's feedback database, to check rows landed")
+    p.add_argument("--feedback-rate", type=float, default=0.5, help="share of answers a user rates (0: none)")
     args = p.parse_args(argv)
     report = run(args.url, args.users, args.seconds, args.max_requests,
-                 args.tasks.split(",") if args.tasks else None, args.db)
+                 args.tasks.split(",") if args.tasks else None, args.db, args.feedback_rate)
     print(json.dumps(report, indent=1, ensure_ascii=False))
     return 0
 

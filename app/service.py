@@ -16,6 +16,13 @@ from tasks import REGISTRY, Task, TaskInputError, clean_text
 log = logging.getLogger(__name__)
 
 
+def answer_complete(raw: str, shown: str) -> bool:
+    """True when the task's postprocess cut real text off the raw output (a summary's second line, a
+    translation's second paragraph): more tokens cannot change the answer, so decoding can stop."""
+    body = raw.strip()
+    return bool(shown) and body.startswith(shown) and bool(body[len(shown):].strip())
+
+
 class ServiceError(RuntimeError):
     """The model failed; the message is safe to show to a user."""
 
@@ -138,8 +145,14 @@ class Service:
                 partial = tokenizer.decode(new, skip_special_tokens=True)
                 if partial.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                     continue
-                reply.text = partial
-                yield replace(reply)  # a snapshot: callers may keep every partial reply
+                # Show what the final answer will be (no leading blank lines, only the first line of a
+                # summary...), so the streamed text only ever grows into the final one.
+                shown = task.postprocess(partial)
+                if shown != reply.text:
+                    reply.text = shown
+                    yield replace(reply)  # a snapshot: callers may keep every partial reply
+                if answer_complete(partial, shown):
+                    break  # the postprocess already drops everything after this point: stop decoding
         except Exception as e:
             log.exception("generation failed for %s", name)
             raise ServiceError("The model failed while answering. Please try again.") from e
@@ -173,9 +186,9 @@ class Service:
                 z = sum(math.exp(v - top) for v in scores.values())
                 probs = {k: math.exp(v - top) / z for k, v in scores.items()}
             else:
-                enc = model.tokenizer(text, add_special_tokens=False).input_ids
-                if len(enc) > model.max_length:
-                    reply.notices.append(f"Only the first {model.max_length} of {len(enc)} tokens were used.")
+                n_tokens = model.count_tokens(text)
+                if n_tokens > model.max_length:
+                    reply.notices.append(f"Only the first {model.max_length} of {n_tokens} tokens were used.")
                 reply.prompt = text
                 p = model.predict_one(text)
                 id2label = backend.labels

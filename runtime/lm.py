@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -200,13 +201,23 @@ class OnnxClassifier:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.max_length = max_length
         self._batcher = None
+        # A fast tokenizer is not thread-safe once padding/truncation are set: a request thread counting
+        # tokens while the batcher pads raises "Already borrowed". Every use goes through this lock, kept on
+        # the tokenizer itself so that models sharing one tokenizer object share the lock too.
+        self._tok_lock = vars(tokenizer).setdefault("_thread_lock", threading.Lock())
+        self._batcher_lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        with self._tok_lock:
+            return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def predict_one(self, text: str) -> np.ndarray:
         """One text, batched server-side with whatever other requests arrive within a few milliseconds."""
-        if self._batcher is None:
-            from runtime.batcher import batched_proba
+        with self._batcher_lock:  # one batcher (one thread) however many first requests race here
+            if self._batcher is None:
+                from runtime.batcher import batched_proba
 
-            self._batcher = batched_proba(self)
+                self._batcher = batched_proba(self)
         return self._batcher(text)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -215,8 +226,9 @@ class OnnxClassifier:
         out: list[np.ndarray | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="np", padding_side="right")
+            with self._tok_lock:
+                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="np", padding_side="right")
             feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask") if k in self.input_names}
             if "position_ids" in self.input_names:
                 feeds["position_ids"] = np.maximum(np.cumsum(enc["attention_mask"], -1) - 1, 0).astype(np.int64)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from runtime.batcher import MicroBatcher
+from tests.conftest import TINY_LABELS
 
 
 def test_concurrent_requests_are_batched_and_answered_in_order():
@@ -40,3 +41,34 @@ def test_classifier_predict_one_matches_batch(tiny_classifier_export, tokenizer)
     clf = OnnxClassifier(tiny_classifier_export.onnx("fp32"), tokenizer, "fp32", "cpu")
     texts = ["shares jump", "a much longer headline about a bank that reported losses", "ok"]
     np.testing.assert_allclose(np.stack([clf.predict_one(t) for t in texts]), clf.predict_proba(texts), atol=1e-5)
+
+
+def test_classifier_survives_concurrent_token_counts_and_batches(tiny_classifier_export, tokenizer):
+    """Regression: a request thread counting tokens while the batcher thread pads the same fast tokenizer
+    raised "RuntimeError: Already borrowed" under load (seen in the 30-second load run)."""
+    from runtime.lm import OnnxClassifier
+
+    clf = OnnxClassifier(tiny_classifier_export.onnx("fp32"), tokenizer, "fp32", "cpu")
+    errors = []
+
+    def counter(i):
+        try:
+            for j in range(3000):
+                clf.count_tokens(f"headline {i} {j} about markets")
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(e))
+
+    def asker(i):
+        try:
+            for j in range(60):
+                p = clf.predict_one(f"headline {i} {j} " + "about markets " * (j % 7))
+                assert p.shape == (len(TINY_LABELS),) and abs(p.sum() - 1) < 1e-5
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=f, args=(i,)) for i in range(4) for f in (counter, asker)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

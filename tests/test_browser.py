@@ -100,9 +100,13 @@ def test_tab_answers_streams_and_takes_feedback(browser, app_server, chatty_mode
             return app_server.store.count()[0] > before
 
         _wait(recorded, every=0.03, what="answer recorded")
-        # a random tiny model writes junk (often only newlines): what matters is that it grew step by step
+        # A random tiny model writes junk: what matters is that the text only ever grows into the answer.
+        # The generation tab (nothing cut, no early stop) must show it growing step by step; the others may
+        # stop at once when the junk starts with the cut (a summary's newline).
         grew = [v for v in seen if v]
-        assert len(grew) >= 2 and all(b.startswith(a) for a, b in zip(grew, grew[1:])), f"no streaming: {seen}"
+        assert all(b.startswith(a) for a, b in zip(grew, grew[1:])), f"streamed text was rewritten: {seen}"
+        if name == "generate":
+            assert len(grew) >= 2, f"no streaming: {seen}"
     else:
         _wait(lambda: any(l in d.find_element(By.CSS_SELECTOR, f"#{name}-output").text for l in task.labels),
               what="predicted label shown")

@@ -14,6 +14,32 @@ def test_streaming_generation_grows_and_ends_done(service):
     assert replies[-1].settings["max_new_tokens"] == 16
 
 
+@pytest.mark.parametrize("name, raw, final", [
+    ("summarize", "\n  A tool that checks spelling\nIt also does more things that nobody asked for at all", "A tool that checks spelling"),
+    ("translate", "\n\nHola, mundo.\n\nThis second paragraph is chatter the model should not have written", "Hola, mundo."),
+    ("generate", "\n  A poem\nwith two lines  ", "A poem\nwith two lines"),
+])
+def test_stream_shows_the_final_shape_and_stops_once_the_answer_is_complete(service, monkeypatch, name, raw, final):
+    backend = service.backend(name)
+    tokens = backend.model.tokenizer(raw, add_special_tokens=False).input_ids
+    used = []
+
+    def scripted(ids, sampling):
+        for t in tokens:
+            used.append(t)
+            yield t
+
+    monkeypatch.setattr(backend.model, "stream", scripted)
+    replies = list(service.run(name, "Some input text to work on"))
+    texts = [r.text for r in replies]
+    assert texts[-1] == final and replies[-1].done
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:])), texts  # only ever grows into the answer
+    if name == "generate":  # nothing is cut from a generation: every token is used
+        assert len(used) == len(tokens)
+    else:  # decoding stopped a few tokens after the cut instead of running on
+        assert len(used) < len(tokens) - 5
+
+
 def test_max_new_tokens_is_capped_by_settings(service):
     last = list(service.run("generate", "Tell me everything", max_new_tokens=512))[-1]
     assert last.settings["max_new_tokens"] == service.settings.max_new_tokens_cap

@@ -25,6 +25,15 @@ def _metric_rows(metrics: dict) -> list[str]:
     return rows
 
 
+def _val_selection_lines(sel: dict | None) -> list[str]:
+    if not sel:
+        return []
+    curve = ", ".join(f"{step}: {v:.3f}" for step, v in sel["curve"])
+    return [f"- Step selection on the validation split ({sel['n']} examples, {sel['metric']}): kept step "
+            f"{sel['selected_step']} ({sel['selected_value']:.3f}; re-scored after restoring: "
+            f"{sel['restored_value']:.3f}). Curve: {curve}."]
+
+
 def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, base_model: str) -> Path:
     folder = Path(folder)
     cfg = facts.get("config", {})
@@ -74,12 +83,14 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
               + f"; {facts.get('trainable_params', 0):,} trainable parameters, stored in fp16.",
               f"- {facts.get('steps')} steps (of {cfg.get('max_steps')} planned; time budget "
               f"{cfg.get('time_budget_s')} s) at batch {cfg.get('batch_size')}, lr {cfg.get('lr')} (warmup "
-              f"{cfg.get('warmup_steps')}, cosine), max length {cfg.get('max_len')} tokens, seed {cfg.get('seed')}.",
+              f"{cfg.get('warmup_steps')}, cosine), max length {cfg.get('max_len')} tokens, seed {cfg.get('seed')}"
+              + ("; class-balanced loss (weights inverse to class frequency)." if cfg.get("balance_classes") else "."),
               f"- {facts.get('examples_used')} training examples drawn ({facts.get('examples_skipped_too_long', 0)} "
               f"skipped as too long), {facts.get('epochs')} epochs; extra rows from feedback/files: "
               f"{facts.get('extra_rows', 0)}.",
               f"- {facts.get('seconds')} s on {facts.get('device')} ({facts.get('tokens_per_s')} tokens/s); loss "
               f"{facts.get('first_loss_avg20')} (first 20 steps) -> {facts.get('final_loss_avg20')} (last 20).",
+              *_val_selection_lines(facts.get("val_selection")),
               "", f"Reproduce: `python -m export train --task {task.name}` (add `--scale 10` on a GPU host).", ""]
     ex = metrics["fine_tuned"].get("examples")
     if ex:

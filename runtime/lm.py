@@ -197,7 +197,8 @@ class OnnxClassifier:
     def __init__(self, onnx_path: Path, tokenizer, precision: str, provider: str = "auto", threads: int = 0,
                  max_length: int = 256):
         self.tokenizer = tokenizer
-        self.session, self.placement = open_session(onnx_path, precision, provider, threads)
+        # No spinning: classifier sessions run batches from their own threads, often at the same moment.
+        self.session, self.placement = open_session(onnx_path, precision, provider, threads, spin=False)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.max_length = max_length
         self._batcher = None

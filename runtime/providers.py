@@ -96,23 +96,29 @@ def choose_precision(force: str, provider_force: str, available: list[str]) -> s
     return force
 
 
-def session_options(threads: int = 0):
+def session_options(threads: int = 0, spin: bool = True):
     ort = _ort()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads > 0:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if not spin:
+        # Idle intra-op threads sleep instead of busy-waiting. Alone, a classifier loses 12% at batch 1 and
+        # nothing at batch 32 (a decode stream would lose 20%: LMs keep spinning), but two classifier sessions
+        # batching at once stop burning the 2 cores against each other: 8 users 37 -> 53 requests/s,
+        # p95 307 -> 214 ms (BENCHMARKS.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
-def open_session(path: Path, precision: str, force: str = "auto", threads: int = 0):
+def open_session(path: Path, precision: str, force: str = "auto", threads: int = 0, spin: bool = True):
     """Create an InferenceSession and log the provider it really got. Returns (session, Placement)."""
     ort = _ort()
     wanted = requested_providers(force)
     if precision == "int8" and CUDA in wanted:
         wanted = [CPU]  # dynamic-quantized int8 ops have no CUDA kernels
-    sess = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=wanted)
+    sess = ort.InferenceSession(str(path), sess_options=session_options(threads, spin), providers=wanted)
     got = sess.get_providers()
     placement = Placement(tuple(wanted), got[0], precision)
     if force == "cuda" and got[0] != CUDA:

@@ -42,3 +42,18 @@ def test_this_host_really_gets_what_it_reports(tiny_lm_export, caplog):
 def test_int8_never_asks_for_cuda(tiny_lm_export):
     _, placement = providers.open_session(tiny_lm_export.onnx("int8"), "int8", "cuda")
     assert placement.requested == (providers.CPU,)
+
+
+def test_classifier_sessions_do_not_spin_and_lm_sessions_do(tiny_classifier_export, tiny_lm_export, tokenizer):
+    from runtime.lm import OnnxCausalLM, OnnxClassifier
+
+    def spin_setting(session):
+        try:
+            return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:  # noqa: BLE001 - not set: ORT's default, which spins
+            return "default"
+
+    clf = OnnxClassifier(tiny_classifier_export.onnx("fp32"), tokenizer, "fp32", "cpu")
+    lm = OnnxCausalLM(tiny_lm_export.onnx("fp32"), tokenizer, "fp32", "cpu")
+    assert spin_setting(clf.session) == "0"
+    assert spin_setting(lm.session) == "default"

@@ -21,24 +21,24 @@ def run(task: str, prompt_tokens: int, steps: int, precision: str) -> dict[str, 
     mv = registry.current(s.models_dir, task)
     if mv is None:
         raise SystemExit(f"no model registered for {task}: run `python -m export prepare` first")
-    tmp = tempfile.mkdtemp()
     plain = providers.session_options
+    with tempfile.TemporaryDirectory() as tmp:
+        def profiled(threads=0, spin=True):
+            opts = plain(threads, spin)
+            opts.enable_profiling, opts.profile_file_prefix = True, f"{tmp}/ort"
+            return opts
 
-    def profiled(threads=0, spin=True):
-        opts = plain(threads, spin)
-        opts.enable_profiling, opts.profile_file_prefix = True, f"{tmp}/ort"
-        return opts
+        providers.session_options = profiled  # open_session looks it up at call time
+        try:
+            from runtime.models import ModelSet
 
-    providers.session_options = profiled
-    try:
-        from runtime.models import ModelSet
-
-        model = ModelSet(s.models_dir, "cpu", precision).get(task).model
-    finally:
-        providers.session_options = plain
-    ids = model.tokenizer("word " * prompt_tokens, add_special_tokens=False).input_ids[:prompt_tokens]
-    model.generate_batch([ids], steps + 1, ignore_stop=True)  # greedy, batch 1, exactly `steps` decode steps
-    events = json.load(open(model.session.end_profiling()))
+            model = ModelSet(s.models_dir, "cpu", precision).get(task).model
+        finally:
+            providers.session_options = plain
+        ids = model.tokenizer("word " * prompt_tokens, add_special_tokens=False).input_ids[:prompt_tokens]
+        model.generate_batch([ids], steps + 1, ignore_stop=True)  # greedy, batch 1, exactly `steps` decode steps
+        with open(model.session.end_profiling()) as f:
+            events = json.load(f)
     runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
     first_decode = runs[1]["ts"]
     by_op: collections.Counter = collections.Counter()

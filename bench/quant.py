@@ -16,20 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = {  # name -> quantize_dynamic options (+ whether down_proj MatMuls stay fp32)
-    "shipped: per-channel, reduce_range, down_proj fp32": (dict(per_channel=True, reduce_range=True), True),
-    "all MatMuls, per-channel, reduce_range": (dict(per_channel=True, reduce_range=True), False),
-    "all MatMuls, per-channel": (dict(per_channel=True, reduce_range=False), False),
-    "all MatMuls, per-tensor": (dict(per_channel=False, reduce_range=False), False),
+VARIANTS = {  # name -> quantize_dynamic options on every MatMul; None: the recipe the app ships
+    "shipped: per-channel, reduce_range, down_proj fp32": None,
+    "all MatMuls, per-channel, reduce_range": dict(per_channel=True, reduce_range=True),
+    "all MatMuls, per-channel": dict(per_channel=True, reduce_range=False),
+    "all MatMuls, per-tensor": dict(per_channel=False, reduce_range=False),
 }
 
 
 def run(task_name: str, speed_texts: int, repeats: int) -> list[tuple[str, float, float]]:
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoTokenizer
 
     from bench.__main__ import model_paths
+    from export.onnx_export import quantize_int8
     from runtime.lm import OnnxClassifier
     from tasks import REGISTRY, build_data
 
@@ -40,14 +40,14 @@ def run(task_name: str, speed_texts: int, repeats: int) -> list[tuple[str, float
     texts, labels = [r["text"] for r in test], [r["label"] for r in test]
     speed = sorted(texts[:speed_texts], key=len)
     names = REGISTRY[task_name].labels
-    down = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node
-            if n.op_type == "MatMul" and "down_proj" in n.name]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, (opts, keep_down)) in enumerate(VARIANTS.items()):
+        for i, (name, opts) in enumerate(VARIANTS.items()):
             dst = Path(tmp) / f"v{i}.onnx"
-            quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
-                             nodes_to_exclude=down if keep_down else [], **opts)
+            if opts is None:
+                quantize_int8(src, dst, "classifier")
+            else:
+                quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, **opts)
             clf = OnnxClassifier(dst, tok, "int8", "cpu")
             clf.predict_proba(speed[:32])  # warm-up
             rates = []

@@ -121,7 +121,7 @@ def _untie_lm_head(model) -> None:
         model.config.tie_word_embeddings = False
 
 
-def _quantize_int8(src: Path, dst: Path, kind: str) -> None:
+def quantize_int8(src: Path, dst: Path, kind: str) -> None:
     """Dynamic int8 weights: per-channel, reduce_range, MatMul only, MLP down_proj left in fp32.
 
     Measured on SmolLM2 (next-token argmax agreement with PyTorch over the sample texts): per-tensor on all
@@ -247,7 +247,7 @@ def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[s
         main_export(str(src), output=tmp / "fp16", task=KINDS[kind], device="cuda", dtype="fp16",
                     do_validation=False, library_name="transformers")
     if "int8" in precisions:
-        _quantize_int8(tmp / "fp32" / "model.onnx", tmp / "int8" / "model.onnx", kind)
+        quantize_int8(tmp / "fp32" / "model.onnx", tmp / "int8" / "model.onnx", kind)
     tokenizer.save_pretrained(tmp)
     model.config.save_pretrained(tmp)
     shutil.rmtree(src)

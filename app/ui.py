@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import inspect
 import logging
+import threading
 
 import gradio as gr
 
@@ -24,6 +25,27 @@ footer {visibility: hidden}
 # How every server of this app is launched (app.py and the tests): uploads are the KB CSV, 2 MB at most.
 LAUNCH = dict(css=CSS, show_error=True, max_file_size="2mb")
 USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused, RateLimited)
+
+
+def close_demo(demo: gr.Blocks, timeout_s: float = 5.0) -> None:
+    """Stop a launched demo without racing its open heartbeat streams.
+
+    Gradio 6's close() sets an asyncio.Event from the calling thread while the server's loop adds and
+    removes that event's waiters (one per open page); that raced in CI ("deque mutated during iteration").
+    Setting it on the server's own loop first leaves close() nothing to iterate.
+    """
+    event = getattr(getattr(demo, "app", None), "stop_event", None)
+    loop = getattr(event, "_loop", None)  # bound by the first waiter; None means nobody ever waited
+    if loop is not None and loop.is_running() and not event.is_set():
+        done = threading.Event()
+
+        def set_on_loop():
+            event.set()
+            done.set()
+
+        loop.call_soon_threadsafe(set_on_loop)
+        done.wait(timeout_s)
+    demo.close(verbose=False)
 
 
 def _widget(c: Control):

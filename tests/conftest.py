@@ -161,7 +161,7 @@ def app_server(service, tmp_path_factory):
     from types import SimpleNamespace
 
     from app.store import FeedbackStore
-    from app.ui import LAUNCH, build_demo
+    from app.ui import LAUNCH, build_demo, close_demo
 
     d = tmp_path_factory.mktemp("appdb")
     store = FeedbackStore(f"sqlite:///{d / 'f.sqlite3'}", d / "spool.jsonl", salt="t")
@@ -171,4 +171,4 @@ def app_server(service, tmp_path_factory):
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH)
     yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", store=store, demo=demo)
-    demo.close()
+    close_demo(demo)

@@ -74,3 +74,52 @@ def test_empty_input_is_a_clean_api_error_and_the_app_stays_up(client):
 def test_api_lists_every_task_and_feedback(client):
     info = client.view_api(return_format="dict", print_info=False)
     assert {f"/{n}" for n in REGISTRY} | {"/feedback"} <= set(info["named_endpoints"])
+
+
+def test_close_sets_the_stop_event_on_the_server_loop_while_pages_are_open():
+    """CI once failed in teardown: gradio's close() set the stop event from the test thread while the
+    server loop was removing a heartbeat's waiter. close_demo must set it on the loop's own thread."""
+    import threading
+
+    import gradio as gr
+    import httpx
+
+    from app.ui import close_demo
+    from tests.conftest import free_port
+
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    event = demo.app.stop_event
+    set_threads = []
+    real_set = event.set
+
+    def recording_set():
+        if not event.is_set():  # only the call that wakes the waiters iterates over them
+            set_threads.append(threading.current_thread())
+        real_set()
+
+    event.set = recording_set
+    ended = []
+
+    def open_page(i):
+        url = f"http://127.0.0.1:{port}/gradio_api/heartbeat/page{i}"
+        with httpx.stream("GET", url, timeout=30) as r:
+            for _ in r.iter_lines():
+                pass
+        ended.append(i)
+
+    pages = [threading.Thread(target=open_page, args=(i,), daemon=True) for i in range(6)]
+    for p in pages:
+        p.start()
+    for _ in range(400):  # until every page's stream waits on the event (20 s at most)
+        if len(event._waiters or ()) >= 6:
+            break
+        threading.Event().wait(0.05)
+    assert len(event._waiters) >= 6
+    close_demo(demo)
+    for p in pages:
+        p.join(10)
+    assert len(set_threads) == 1 and set_threads[0] is not threading.main_thread()
+    assert sorted(ended) == list(range(6))  # every open page's stream was ended by the stop

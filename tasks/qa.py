@@ -14,7 +14,9 @@ SHOP = "Northwind Goods, an online shop for home and outdoor products"
 HANDOVER = ("I'm sorry, I can't answer that from our help articles. I'll pass your question to a human colleague, "
             "who will get back to you shortly.")
 TOP_K = 3
-MIN_SCORE = 0.50  # below this no entry is shown: keeps ~98% of in-scope questions, shows entries for ~28% of out-of-scope (measured on validation / training out-of-scope)
+# Below this no entry is shown (the model then hands over). Held-out in-scope questions with an entry shown: 92%;
+# training/validation out-of-scope questions with none shown: 73% (python -m bench.retrieval has the whole curve)
+MIN_SCORE = 0.50
 SYSTEM = (f"You are a friendly, concise customer-service agent for {SHOP}. Answer the customer's question "
           "using only the knowledge-base entries given. If they do not answer it, reply exactly: " + HANDOVER)
 MAX_KB_BYTES = 2_000_000

@@ -156,7 +156,8 @@ class Service:
         except Exception as e:
             log.exception("generation failed for %s", name)
             raise ServiceError("The model failed while answering. Please try again.") from e
-        reply.text = task.postprocess(tokenizer.decode(new, skip_special_tokens=True))
+        # rstrip: a max-tokens stop can fall inside a multi-byte character; the stream never showed that half
+        reply.text = task.postprocess(tokenizer.decode(new, skip_special_tokens=True).rstrip("\ufffd"))
         if not reply.text:
             reply.notices.append("The model returned an empty answer.")
         reply.done = True

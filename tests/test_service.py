@@ -40,6 +40,24 @@ def test_stream_shows_the_final_shape_and_stops_once_the_answer_is_complete(serv
         assert len(used) < len(tokens) - 5
 
 
+def test_an_answer_cut_inside_a_character_drops_the_half_character(service, monkeypatch):
+    """Max tokens can end a byte-level answer inside a multi-byte character (Chinese poems): the final answer
+    must not end in U+FFFD, and must still be what the stream last showed."""
+    backend = service.backend("generate")
+    tok = backend.model.tokenizer
+    tokens = tok("床前明月光", add_special_tokens=False).input_ids
+    for cut in range(len(tokens), 0, -1):  # the longest prefix that ends inside a character
+        if tok.decode(tokens[:cut]).endswith("\ufffd"):
+            break
+    else:
+        pytest.skip("this tokenizer has no token boundary inside a character here")
+    monkeypatch.setattr(backend.model, "stream", lambda ids, sampling: iter(tokens[:cut]))
+    replies = list(service.run("generate", "Write a poem", style="poem (zh)"))
+    final = replies[-1].text
+    assert final and not final.endswith("\ufffd") and "床前" in final
+    assert all(final.startswith(r.text) for r in replies)
+
+
 def test_max_new_tokens_is_capped_by_settings(service):
     last = list(service.run("generate", "Tell me everything", max_new_tokens=512))[-1]
     assert last.settings["max_new_tokens"] == service.settings.max_new_tokens_cap

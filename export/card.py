@@ -84,6 +84,7 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
               f"- {facts.get('steps')} steps (of {cfg.get('max_steps')} planned; time budget "
               f"{cfg.get('time_budget_s')} s) at batch {cfg.get('batch_size')}, lr {cfg.get('lr')} (warmup "
               f"{cfg.get('warmup_steps')}, cosine), max length {cfg.get('max_len')} tokens, seed {cfg.get('seed')}"
+              + ("; batches grouped by length" if cfg.get("group_by_length") else "")
               + ("; class-balanced loss (weights inverse to class frequency)." if cfg.get("balance_classes") else "."),
               f"- {facts.get('examples_used')} training examples drawn ({facts.get('examples_skipped_too_long', 0)} "
               f"skipped as too long), {facts.get('epochs')} epochs; extra rows from feedback/files: "

@@ -141,7 +141,12 @@ def score(task, backend, settings, rows) -> dict:
     if task.kind == "classify":
         m = task.metric(predict_labels(task, backend, settings, [r["text"] for r in rows]), [r["label"] for r in rows])
     elif task.name == "generate":
-        m = task.metric(*target_nll(task, backend, settings, rows))
+        nlls, counts = target_nll(task, backend, settings, rows)
+        m = task.metric(nlls, counts)
+        styles = [(r.get("options") or {}).get("style", "") for r in rows]
+        for style in sorted(set(styles) - {""}):  # one style can hide in the pooled figure (the poems did)
+            idx = [i for i, st in enumerate(styles) if st == style]
+            m[f"perplexity ({style})"] = task.metric([nlls[i] for i in idx], [counts[i] for i in idx])["perplexity"]
     elif task.name == "qa":
         m = qa_scores(task, backend, settings, rows)
     else:

@@ -38,7 +38,7 @@ TASK = Task(
     decoding=Decoding(max_new_tokens=96, temperature=0.8, top_p=0.9, repetition_penalty=1.15),
     examples=(
         ("The best way to predict the future is", "quote", 0.8, 0.9, 64),
-        ("床前明月光，疑是地上霜。", "poem (zh)", 0.7, 0.9, 64),
+        ("床前明月光，疑是地上霜。", "poem (zh)", 0.7, 0.9, 160),  # a poem is ~150 tokens
         ("It was a quiet morning in the harbour town when", "free", 0.9, 0.95, 128),
     ),
 )

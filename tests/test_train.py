@@ -78,6 +78,44 @@ def test_training_loss_goes_down_on_a_learnable_task(tiny_lm_dir, tmp_path):
     assert facts["final_loss_avg20"] < facts["first_loss_avg20"]
 
 
+def test_length_grouped_batches_cover_every_example_once_with_little_padding():
+    import random
+
+    from export.train import _batch_order
+
+    lengths = [random.Random(i).choice([40, 60, 80, 200, 260]) for i in range(800)]
+
+    def padding(batches):
+        return sum(len(b) * max(lengths[j] for j in b) - sum(lengths[j] for j in b) for b in batches) / sum(lengths)
+
+    plain = _batch_order(lengths, 8, random.Random(0), group_by_length=False)
+    grouped = _batch_order(lengths, 8, random.Random(0), group_by_length=True)
+    for batches in (plain, grouped):
+        assert sorted(j for b in batches for j in b) == list(range(800))
+    assert padding(grouped) < 0.1 < padding(plain)
+    assert grouped != sorted(grouped)  # batches still come in shuffled order, not shortest first
+
+
+def test_every_generation_style_has_training_examples_that_fit(tokenizer):
+    """A style whose examples are all longer than max_len is silently never trained (this happened to poems)."""
+    from export.train import TRAIN_CONFIGS, sft_features
+    from tasks.generation import STYLES, build_data
+
+    try:
+        splits = build_data(0)
+    except Exception as e:  # the Debian fortunes are installed by scripts/install_data.sh
+        pytest.skip(f"generation data not installed: {e}")
+    tok = tokenizer
+    task, cap = REGISTRY["generate"], TRAIN_CONFIGS["generate"].max_len
+    fitting = {}
+    for r in splits.train:
+        if sft_features(task, tok, r, cap) is not None:
+            fitting[r["options"]["style"]] = fitting.get(r["options"]["style"], 0) + 1
+    present = {r["options"]["style"] for r in splits.train}
+    assert present and all(fitting.get(s, 0) >= 0.5 * sum(r["options"]["style"] == s for r in splits.train)
+                           for s in present & set(STYLES))
+
+
 def test_extra_rows_from_a_feedback_export(tmp_path):
     from export.feedback import write_export
     from export.train import load_extra
@@ -107,6 +145,9 @@ def test_evaluation_and_card_on_tiny_models(name, tiny_settings, tiny_models_dir
     elif name == "translate":
         rows = [{"text": f"hello {i}", "target": f"hola {i}", "options": {"direction": d}}
                 for i in range(15) for d in ("English → Spanish", "Spanish → English")]
+    elif name == "generate":
+        rows = [{"text": f"line {i}", "target": f"a new line {i}", "options": {"style": ("quote", "free")[i % 2]}}
+                for i in range(30)]
     else:
         rows = [{"text": f"text {i} " * 5, "target": f"summary {i}", "options": {}} for i in range(30)]
     splits = Splits(rows[:20], rows[20:22], rows[22:])
@@ -127,3 +168,8 @@ def test_evaluation_and_card_on_tiny_models(name, tiny_settings, tiny_models_dir
     card = write_card(tmp_path, task, splits.card(), facts, m, "tiny")
     text = card.read_text()
     assert "base zero-shot" in text and "Target" in text and (tmp_path / "metrics.json").exists()
+    if name == "generate":  # pooled perplexity plus one per style, the pooled one between them
+        tuned_m = m["fine_tuned"]
+        per_style = [tuned_m["perplexity (quote)"], tuned_m["perplexity (free)"]]
+        assert min(per_style) <= tuned_m["perplexity"] <= max(per_style)
+        assert "| perplexity (quote) |" in text

@@ -9,21 +9,17 @@ on all of them (seconds), and shows what moving `tasks.qa.MIN_SCORE` would cost 
 from __future__ import annotations
 
 import argparse
-import csv
 
 import numpy as np
 
 
 def run(thresholds: list[float]) -> str:
     from tasks import qa
-    from tasks.splits import DATA_FILES, dedupe, split
 
     kb = qa.knowledge_base()  # the served index: questions, question+answer, training phrasings
     ids = [e.id for e in kb.entries]
     _, p_val, p_test = qa.paraphrase_split()
-    with open(DATA_FILES / "shop" / "out_of_scope.csv", encoding="utf-8") as f:
-        oos = dedupe([{"text": r["question"].strip()} for r in csv.DictReader(f)], lambda r: r["text"])
-    o_train, o_val, o_test = split(oos, 0, n_test=50, n_val=20)  # the same cut as tasks.qa.build_data
+    o_train, o_val, o_test = qa.out_of_scope_split()
 
     def scores(rows):
         return kb.embedder.encode([r["text"] for r in rows]) @ kb.vectors().T
@@ -50,12 +46,14 @@ def run(thresholds: list[float]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--thresholds", default="0.35,0.40,0.45,0.50,0.55,0.60,0.65")
-    args = ap.parse_args()
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.retrieval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--thresholds", default="0.35,0.40,0.45,0.50,0.55,0.60,0.65")
+    args = p.parse_args(argv)
     print(run([float(t) for t in args.thresholds.split(",")]))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

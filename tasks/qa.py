@@ -141,6 +141,15 @@ def paraphrase_split(seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]
     return train, val, test
 
 
+def out_of_scope_split(seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
+    """Questions the shop's KB cannot answer (the model must hand over): 50 test, 20 validation, the rest train."""
+    from tasks.splits import DATA_FILES, dedupe, split
+
+    with open(DATA_FILES / "shop" / "out_of_scope.csv", encoding="utf-8") as f:
+        oos = dedupe([{"kb_id": "", "text": r["question"].strip()} for r in csv.DictReader(f)], lambda r: r["text"])
+    return split(oos, seed, n_test=50, n_val=20)
+
+
 _kb: KnowledgeBase | None = None
 _kb_lock = threading.Lock()
 
@@ -216,14 +225,12 @@ def build_data(seed: int = 0) -> "Splits":
     """Paraphrases of the demo KB's questions (grouped by entry across splits? no: by paraphrase, every entry
     is seen in training through other paraphrases), with the retrieved entries as context; out-of-scope
     questions with their (irrelevant) retrieved entries -> the hand-over reply."""
-    from tasks.splits import DATA_FILES, Splits, dedupe, split
+    from tasks.splits import Splits
 
-    folder = DATA_FILES / "shop"
     entries = {e.id: e for e in load_default_entries()}
     p_train, p_val, p_test = paraphrase_split(seed)
-    with open(folder / "out_of_scope.csv", encoding="utf-8") as f:
-        oos = dedupe([{"kb_id": "", "text": r["question"].strip()} for r in csv.DictReader(f)], lambda r: r["text"])
-    o_train, o_val, o_test = split(oos, seed, n_test=50, n_val=20)
+    o_train, o_val, o_test = out_of_scope_split(seed)
+    oos = o_train + o_val + o_test
     kb = knowledge_base()
 
     def attach(rows, gold_in_context: bool):

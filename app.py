@@ -13,25 +13,25 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 log = logging.getLogger("app")
 
 
-def create_service(prepare: bool = True, background: bool = True):
-    """The service over every task's model (building them first when `prepare` and missing). With `background`
+def create_service(build_missing: bool = True, background: bool = True):
+    """The service over every task's model (building them first when `build_missing`). With `background`
     the models load on a thread while the server already answers (a request for a task that is not loaded
     yet loads it first); without it they are all loaded before this returns."""
-    from app.service import Service
+    from serving.service import Service
     from config import settings
     from runtime.models import ModelSet
-    from tasks import REGISTRY
+    from tasks import REGISTRY, TaskKind
 
     s = settings()
-    if prepare:
-        from export.prepare import prepare as prepare_models, ready
+    if build_missing:
+        from export.prepare import prepare_models, ready
 
         if not ready(s, list(REGISTRY)):
             log.info("models are not prepared yet: preparing (first start only, a few minutes)")
             prepare_models(s, list(REGISTRY))
     models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads)
     # classifiers first: they load in a second or two and answer in milliseconds
-    order = sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != "classify")
+    order = sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != TaskKind.CLASSIFY)
     warmups = {n: REGISTRY[n].warmup for n in order if REGISTRY[n].warmup}
     if background:
         models.load_in_background(order, warmups)
@@ -45,7 +45,7 @@ def create_service(prepare: bool = True, background: bool = True):
 
 def create_store():
     """The feedback store, migrated; None (feedback off) only if even the local SQLite cannot be opened."""
-    from app.store import FeedbackStore
+    from feedback.store import FeedbackStore
     from config import settings
 
     s = settings()
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from config import settings
 
-    service = create_service(prepare=not args.no_prepare)
+    service = create_service(build_missing=not args.no_prepare)
     store = create_store()
     demo = build_demo(service, store, settings().admin_token)
-    from app.snapshot import start_snapshots
+    from feedback.snapshot import start_snapshots
 
     start_snapshots(settings(), store)
     demo.queue(default_concurrency_limit=2, max_size=64)

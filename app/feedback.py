@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import shutil
-import tempfile
-from datetime import datetime
-from pathlib import Path
 
-from app.service import Reply
-from app.store import Ack, FeedbackStore, StoreInputError
-from tasks import Task
+from serving.service import Reply
+from feedback.store import Ack, FeedbackStore, StoreInputError
+from tasks import Task, TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +43,7 @@ def submit_feedback(store: FeedbackStore, tasks: dict[str, Task], answer_id: str
     if correction:
         answer = store.answer(answer_id) if store.healthy() else None
         task = tasks.get(answer["task"]) if answer else None
-        if task is not None and task.kind == "classify" and correction not in task.labels:
+        if task is not None and task.kind == TaskKind.CLASSIFY and correction not in task.labels:
             raise StoreInputError(f"The correct label must be one of: {', '.join(task.labels)}.")
     return store.add_feedback(answer_id, session_id, rating=rating, correction=correction, comment=comment)
 
@@ -58,31 +54,3 @@ def check_admin(expected: str, given: str | None) -> None:
         raise AdminRefused("Admin actions are disabled: set NLPAPP_ADMIN_TOKEN on the server.")
     if not given or not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
         raise AdminRefused("Wrong admin token.")
-
-
-def parse_time(value: str | None, name: str) -> datetime | None:
-    if not value or not value.strip():
-        return None
-    try:
-        t = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise StoreInputError(f"{name} must be a date like 2026-11-25 or 2026-11-25T14:00") from None
-    if t.tzinfo is None:
-        from datetime import timezone
-
-        t = t.replace(tzinfo=timezone.utc)
-    return t
-
-
-def export_zip(store: FeedbackStore, task: str | None, since: str | None, until: str | None,
-               model_version: str | None) -> tuple[Path, dict]:
-    """Export feedback with filters into a zip file; returns (path, {file: rows})."""
-    from export.feedback import ExportFilter, export_feedback
-
-    flt = ExportFilter(task=task or None, since=parse_time(since, "From"), until=parse_time(until, "Until"),
-                       model_version=(model_version or "").strip() or None)
-    out = Path(tempfile.mkdtemp(prefix="feedback-export-"))
-    written = export_feedback(store, out / "feedback", flt)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    archive = shutil.make_archive(str(out / f"feedback-{stamp}"), "zip", out / "feedback")
-    return Path(archive), written

@@ -9,11 +9,12 @@ import threading
 import gradio as gr
 
 from app.limits import RateLimited, RateLimiter
-from app.feedback import AdminRefused, check_admin, export_zip, record_reply, submit_feedback
-from app.service import Service, ServiceError
-from app.store import FeedbackStore, StoreInputError
+from app.feedback import AdminRefused, check_admin, record_reply, submit_feedback
+from feedback.export import export_zip
+from serving.service import Service, ServiceError
+from feedback.store import FeedbackStore, StoreInputError
 from tasks import Control, Task, TaskInputError
-from tasks.base import MAX_CHARS
+from tasks.base import MAX_CHARS, MAX_UPLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,8 @@ footer {visibility: hidden}
 .model-footer {font-size: 0.85em; opacity: 0.8}
 .notice {color: #9a6700}
 """
-# How every server of this app is launched (app.py and the tests): uploads are the KB CSV, 2 MB at most.
-LAUNCH = dict(css=CSS, show_error=True, max_file_size="2mb")
+# How every server of this app is launched (app.py and the tests): uploads are task resources (the KB CSV).
+LAUNCH = dict(css=CSS, show_error=True, max_file_size=MAX_UPLOAD_BYTES)
 USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused, RateLimited)
 
 
@@ -310,7 +311,7 @@ class App:
 
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="Small-GPT NLP workbench") as demo:
-            gr.Markdown("# Small-GPT NLP workbench\nSix tasks, each answered by a small GPT served with ONNX "
+            gr.Markdown("# Small-GPT NLP workbench\nOne tab per task, each answered by a small GPT served with ONNX "
                         "Runtime. Rate and correct any answer: that is how the models improve.")
             with gr.Tabs():
                 for task in self.service.tasks.values():

@@ -15,15 +15,16 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-TEXTS = {
-    "generate": ["The best way to predict the future is", "床前明月光，", "Once upon a time"],
-    "qa": ["How long does delivery to Germany take?", "Can I pay with PayPal?", "What's your returns policy?"],
-    "sentiment": ["A charming, funny film.", "Two hours I will never get back.", "It was fine."],
-    "finnews": ["Tesco profits jump 20%", "Airline shares slump", "Bank of England holds rates"],
-    "summarize": ["GNU Wget is a free utility for non-interactive download of files from the Web. It supports "
-                  "HTTP, HTTPS and FTP and can follow links in HTML pages."],
-    "translate": ["Where is the train station?", "El que busca, encuentra."],
-}
+# Generations under load are kept short: a task with a max-tokens control is asked for this many.
+LOAD_MAX_NEW_TOKENS = 16
+
+
+def request_args(task, rng: random.Random) -> list:
+    """One request's arguments for `task`: one of its sample inputs, then its controls' defaults."""
+    if not task.sample_inputs:
+        raise ValueError(f"task {task.name!r} declares no sample_inputs to load-test with")
+    return [rng.choice(task.sample_inputs)] + [LOAD_MAX_NEW_TOKENS if c.name == "max_new_tokens" else c.default
+                                               for c in task.controls]
 
 
 @dataclass
@@ -58,10 +59,7 @@ def user(url: str, deadline: float, max_requests: int, stats: Stats, seed: int, 
         if time.time() >= deadline:
             return
         name = rng.choice(tasks)
-        task = REGISTRY[name]
-        args = [rng.choice(TEXTS[name])] + [c.default for c in task.controls]
-        if name == "generate":
-            args[-1] = 16  # max new tokens: keep generations short under load
+        args = request_args(REGISTRY[name], rng)
         t = time.perf_counter()
         try:
             *_, answer_id = client.predict(*args, api_name=f"/{name}")
@@ -135,7 +133,7 @@ def run(url: str, users: int, seconds: float, max_requests: int = 10_000, tasks:
               "error_samples": {k: v[:3] for k, v in stats.errors.items()},
               "feedback_acknowledged": sum(ok for _, ok in stats.feedback_ids)}
     if db:
-        from app.store import FeedbackStore
+        from feedback.store import FeedbackStore
 
         store = FeedbackStore(db, "/dev/null")
         ids = {r["id"] for r in store.export_rows()}

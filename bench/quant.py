@@ -45,7 +45,7 @@ def run(task_name: str, speed_texts: int, repeats: int) -> list[tuple[str, float
         for i, (name, opts) in enumerate(VARIANTS.items()):
             dst = Path(tmp) / f"v{i}.onnx"
             if opts is None:
-                quantize_int8(src, dst, "classifier")
+                quantize_int8(src, dst)
             else:
                 quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, **opts)
             clf = OnnxClassifier(dst, tok, "int8", "cpu")

@@ -18,9 +18,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ASK = {"sentiment": "A charming film.", "finnews": "Tesco profits jump 20%", "qa": "Can I pay with PayPal?",
-       "summarize": "GNU Wget downloads files from the Web.", "translate": "Good morning.",
-       "generate": "Once upon a time"}
 
 
 def _wait_http(url: str, proc, deadline: float) -> None:
@@ -40,7 +37,7 @@ def _wait_http(url: str, proc, deadline: float) -> None:
 def once(port: int, timeout: float = 300) -> dict:
     from gradio_client import Client
 
-    from tasks import REGISTRY
+    from tasks import REGISTRY, TaskKind
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.time()
@@ -51,8 +48,9 @@ def once(port: int, timeout: float = 300) -> dict:
         _wait_http(url, proc, t0 + timeout)
         out = {"page": time.time() - t0}
         client = Client(url, verbose=False)
-        for name in sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != "classify"):
-            args = [ASK.get(name, "Hello")] + [c.default for c in REGISTRY[name].controls]
+        for name in sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != TaskKind.CLASSIFY):
+            task = REGISTRY[name]
+            args = [task.sample_inputs[0]] + [c.default for c in task.controls]
             client.predict(*args, api_name=f"/{name}")
             out[name] = time.time() - t0
         return out

@@ -49,6 +49,8 @@ def classify(args) -> dict:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from runtime.lm import CLASSIFIER_MAX_TOKENS
+
         torch.set_num_threads(os.cpu_count() or 2)
         tok = AutoTokenizer.from_pretrained(args.ckpt)
         model = AutoModelForSequenceClassification.from_pretrained(args.ckpt, dtype=torch.float32).eval()
@@ -57,8 +59,8 @@ def classify(args) -> dict:
             out = []
             with torch.no_grad():
                 for i in range(0, len(batch), bs):
-                    enc = tok(batch[i:i + bs], padding=True, truncation=True, max_length=256, return_tensors="pt",
-                              padding_side="right")
+                    enc = tok(batch[i:i + bs], padding=True, truncation=True, max_length=CLASSIFIER_MAX_TOKENS,
+                              return_tensors="pt", padding_side="right")
                     out.append(torch.softmax(model(**enc).logits, -1).numpy())
             return np.concatenate(out)
     else:

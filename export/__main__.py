@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     if args.cmd == "prepare":
-        from export.prepare import prepare
+        from export.prepare import prepare_models
         from tasks import REGISTRY
 
-        prepare(settings(), list(REGISTRY), force=args.force)
+        prepare_models(settings(), list(REGISTRY), force=args.force)
     elif args.cmd in ("train", "evaluate"):
         from export.pipeline import run_task
 
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                  steps=getattr(args, "steps", None), time_budget=getattr(args, "time_budget", None),
                  extra=getattr(args, "extra", []), eval_n=args.eval_n)
     elif args.cmd == "feedback":
-        from app.feedback import parse_time
-        from app.store import FeedbackStore
-        from export.feedback import ExportFilter, export_feedback
+        from feedback.export import parse_time
+        from feedback.store import FeedbackStore
+        from feedback.export import ExportFilter, export_feedback
 
         s = settings()
         store = FeedbackStore(s.db_url(), s.data_dir / "spool.jsonl")

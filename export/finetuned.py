@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 from runtime import registry
+from runtime.registry import ModelKind
+from tasks import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
     if (out / "MERGED").exists():
         return out
     tok = AutoTokenizer.from_pretrained(base_dir)
-    if task.kind == "classify":
+    if task.kind == TaskKind.CLASSIFY:
         model = AutoModelForSequenceClassification.from_pretrained(
             base_dir, num_labels=len(task.labels), id2label=dict(enumerate(task.labels)),
             label2id={l: i for i, l in enumerate(task.labels)}, dtype=torch.float32)
@@ -59,21 +61,22 @@ def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
     return out
 
 
-def prepare_tuned(task, base_dir: Path, models_dir: Path, folder: Path | None = None,
-                  make_current: bool = True) -> registry.ModelVersion:
-    """Merge, export (lm or classifier), check, and register the task's fine-tuned version."""
+def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | None = None,
+                        register: bool = True) -> registry.ModelVersion:
+    """Merge, export (LM or classifier), check, and (with `register`) make it the task's current version."""
     from export.onnx_export import export_model
 
     folder = folder or adapter_dir(task.name)
     version = adapter_version(task.name, folder)
     merged = merge(task, base_dir, folder, Path(models_dir) / "merged" / version)
-    kind = "classifier" if task.kind == "classify" else "lm"
+    kind = ModelKind.CLASSIFIER if task.kind == TaskKind.CLASSIFY else ModelKind.LM
     result = export_model(merged, Path(models_dir) / "onnx", kind)
     metrics = {}
     if (folder / "metrics.json").exists():
         metrics = json.loads((folder / "metrics.json").read_text())
     mv = registry.ModelVersion(version=version, kind=kind, path=str(result.path), tuned=True,
                                base_model=str(base_dir), metrics=metrics)
-    registry.register(models_dir, task.name, mv, make_current=make_current)
-    log.info("registered %s for %s (%s)", version, task.name, result.path)
+    if register:
+        registry.register(models_dir, task.name, mv)
+        log.info("registered %s for %s (%s)", version, task.name, result.path)
     return mv

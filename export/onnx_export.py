@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.registry import ModelKind
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the export recipe changes: old caches are then rebuilt
-KINDS = {"lm": "text-generation-with-past", "classifier": "text-classification"}
+KINDS = {ModelKind.LM: "text-generation-with-past", ModelKind.CLASSIFIER: "text-classification"}  # optimum tasks
 SAMPLE_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Where is my order? I paid on Monday and nothing has arrived.",
@@ -104,7 +106,7 @@ def _load_torch(checkpoint: Path, kind: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    cls = AutoModelForCausalLM if kind == "lm" else AutoModelForSequenceClassification
+    cls = AutoModelForCausalLM if kind == ModelKind.LM else AutoModelForSequenceClassification
     model = cls.from_pretrained(checkpoint, dtype=torch.float32)
     model.eval()
     return model
@@ -112,7 +114,7 @@ def _load_torch(checkpoint: Path, kind: str):
 
 def _untie_lm_head(model) -> None:
     """Give lm_head its own copy of the embedding: the tied graph transposes the embedding per token and
-    quantizers skip that MatMul, leaving ~113 MB of fp32 read per token (STACK.md)."""
+    quantizers skip that MatMul, leaving ~113 MB of fp32 read per token (measured on SmolLM2-135M)."""
     import torch
 
     if getattr(model.config, "tie_word_embeddings", False):
@@ -121,12 +123,13 @@ def _untie_lm_head(model) -> None:
         model.config.tie_word_embeddings = False
 
 
-def quantize_int8(src: Path, dst: Path, kind: str) -> None:
+def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 weights: per-channel, reduce_range, MatMul only, MLP down_proj left in fp32.
 
     Measured on SmolLM2 (next-token argmax agreement with PyTorch over the sample texts): per-tensor on all
     MatMuls 36% (cosine 0.86), per-channel+reduce_range on all 54%, with down_proj kept fp32 79% (cosine 0.98).
-    Outlier activations into down_proj are the usual culprit in Llama-style models (STACK.md, classifier too).
+    Outlier activations into down_proj are the usual culprit in Llama-style models (the classifier showed it too:
+    int8 on every MatMul cost it 6 points of accuracy, down_proj kept fp32 0.4).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -182,7 +185,7 @@ def check_export(result: ExportResult, model, tokenizer, tol: Tolerance) -> dict
         if precision == "fp32":
             ok = diff <= tol.fp32_logits_atol
             c["rule"] = f"max |logit diff| <= {tol.fp32_logits_atol}"
-            if ok and result.kind == "lm":
+            if ok and result.kind == ModelKind.LM:
                 lm = OnnxCausalLM(result.onnx(precision), tokenizer, precision, "cpu")
                 greedy_ok = True
                 for ids in samples:
@@ -224,6 +227,7 @@ def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[s
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}")
+    kind = ModelKind(kind)
     if precisions is None:
         precisions = ["fp32", "int8"] + (["fp16"] if cuda_usable() else [])
     key = export_key(checkpoint, kind, precisions)
@@ -238,7 +242,7 @@ def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[s
     src = tmp / "src"
     model = _load_torch(checkpoint, kind)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    if kind == "lm":
+    if kind == ModelKind.LM:
         _untie_lm_head(model)
     model.save_pretrained(src)
     tokenizer.save_pretrained(src)
@@ -247,7 +251,7 @@ def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[s
         main_export(str(src), output=tmp / "fp16", task=KINDS[kind], device="cuda", dtype="fp16",
                     do_validation=False, library_name="transformers")
     if "int8" in precisions:
-        quantize_int8(tmp / "fp32" / "model.onnx", tmp / "int8" / "model.onnx", kind)
+        quantize_int8(tmp / "fp32" / "model.onnx", tmp / "int8" / "model.onnx")
     tokenizer.save_pretrained(tmp)
     model.config.save_pretrained(tmp)
     shutil.rmtree(src)

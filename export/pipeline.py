@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from config import settings
@@ -17,9 +16,9 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     from export.base_model import prepare_base
     from export.card import write_card
     from export.evaluate import evaluate_task
-    from export.finetuned import adapter_dir, prepare_tuned
-    from export.prepare import prepare_base_versions
-    from export.train import TRAIN_CONFIGS, load_extra
+    from export.finetuned import adapter_dir, build_tuned_version
+    from export.prepare import register_base_version
+    from export.train import config_for, load_extra
     from export.train import train as train_adapter
     from tasks import REGISTRY, build_data
     from tasks.splits import leaks
@@ -34,16 +33,12 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     folder = adapter_dir(name)
     facts_path = folder / "train_facts.json"
     if train:
-        cfg = TRAIN_CONFIGS[name].scaled(scale) if scale != 1.0 else TRAIN_CONFIGS[name]
-        if steps:
-            cfg = replace(cfg, max_steps=steps)
-        if time_budget:
-            cfg = replace(cfg, time_budget_s=time_budget)
+        cfg = config_for(task, scale, steps, time_budget)
         extra_rows = [r for p in (extra or []) for r in load_extra(Path(p), task)]
         train_adapter(task, splits, base_dir, folder, cfg, extra_rows)
     facts = json.loads(facts_path.read_text())
-    base_mv = prepare_base_versions(s, list(REGISTRY))  # the zero-shot comparison (and fallback) version
-    tuned_mv = prepare_tuned(task, base_dir, s.models_dir)
+    base_mv = register_base_version(s, list(REGISTRY))  # the zero-shot comparison (and fallback) version
+    tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False)  # registered once, with metrics
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
     card = write_card(folder, task, splits.card(), facts, metrics, s.base_model)
     tuned_mv.metrics = metrics

@@ -1,4 +1,5 @@
-"""Make every task servable: prepare the base GPT, export it to ONNX with proof, register a version per task."""
+"""Make every task servable (`python -m export prepare`): base checkpoint, ONNX export with proof, a registered
+version per task (its committed adapter merged in, or the un-tuned base as fallback)."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,7 @@ from runtime import registry
 log = logging.getLogger(__name__)
 
 
-def prepare_base_versions(s: Settings, tasks: list[str], precisions: list[str] | None = None,
+def register_base_version(s: Settings, tasks: list[str], precisions: list[str] | None = None,
                           force: bool = False) -> registry.ModelVersion:
     """Register the un-tuned base model (zero-shot prompts) for every task that has no version yet."""
     from export.base_model import prepare_base
@@ -43,19 +44,19 @@ def ready(s: Settings, tasks: list[str]) -> bool:
     return True
 
 
-def prepare(s: Settings, tasks: list[str], force: bool = False) -> None:
+def prepare_models(s: Settings, tasks: list[str], force: bool = False) -> None:
     """Base version for every task (fallback), then each committed adapter merged, exported and registered."""
     from export.base_model import prepare_base
-    from export.finetuned import prepare_tuned
+    from export.finetuned import build_tuned_version
     from tasks import REGISTRY
 
     if force or not ready(s, tasks):
-        prepare_base_versions(s, tasks, force=force)
+        register_base_version(s, tasks, force=force)
         base_dir = prepare_base(s.base_model, s.models_dir)
         for t in tasks:
             want = _wanted(s, t)
             cur = registry.current(s.models_dir, t)
             if want is not None and (force or cur is None or cur.version != want):
-                prepare_tuned(REGISTRY[t], base_dir, s.models_dir)
+                build_tuned_version(REGISTRY[t], base_dir, s.models_dir)
     for t in tasks:
         log.info("task %s -> %s", t, registry.current(s.models_dir, t).version)

@@ -1,7 +1,8 @@
 """Fine-tune the base GPT for one task with LoRA (classifiers: LoRA + a trained score head), on CPU or GPU.
 
-Why LoRA: measured on sentiment here, a LoRA run reached 85.5% in 20 CPU minutes while a frozen-bottom
-full fine-tune reached 83.7% and left an 81 MB delta; LoRA adapters ship as a few MB (STACK.md).
+Why LoRA: measured on sentiment on 2 CPU cores, a LoRA run reached 85.5% in 20 minutes while a frozen-bottom
+full fine-tune reached 83.7% and left an 81 MB delta; LoRA adapters ship as a few MB.
+Each task's recipe (TrainConfig) is declared in its own module, tasks/<task>.py.
 """
 from __future__ import annotations
 
@@ -10,64 +11,26 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
+
+from runtime.lm import CLASSIFIER_MAX_TOKENS
+from tasks import TaskKind
+from tasks.plans import TrainConfig
 
 log = logging.getLogger(__name__)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    max_steps: int = 300
-    batch_size: int = 8
-    lr: float = 2e-4
-    warmup_steps: int = 20
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    max_len: int = 192  # longer examples are skipped, not cut (a cut target teaches the wrong thing)
-    train_examples: int = 4000  # how many training examples are drawn (fixed seed)
-    time_budget_s: float = 2400.0  # a safety stop; the step count, not the clock, sizes a run
-    seed: int = 0
-    # classifiers: weight the loss by inverse class frequency (macro-F1 counts the rare class as much)
-    balance_classes: bool = False
-    # classifiers: score the validation split every N steps and keep the best adapter (0: keep the last)
-    eval_every: int = 0
-    # batch examples of similar length together (shuffled in pools of 32 batches): less padding when lengths
-    # differ a lot, e.g. generation's quotes (~60 tokens) and Chinese poems (~200)
-    group_by_length: bool = False
-
-    def scaled(self, factor: float) -> "TrainConfig":
-        """A bigger run for a GPU host: more steps and data, same recipe."""
-        return replace(self, max_steps=int(self.max_steps * factor), train_examples=int(self.train_examples * factor),
-                       time_budget_s=self.time_budget_s * factor)
-
-
-# Named defaults per task, sized from measured CPU throughput (~115-130 tokens/s for a LoRA step here).
-TRAIN_CONFIGS: dict[str, TrainConfig] = {
-    # ~20 CPU minutes: 300 steps x 16 snippets (~0.45 epoch; STACK.md measured 85.5% at 369 steps)
-    "sentiment": TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=10749),
-    # ~18 CPU minutes: 1,100 headlines, ~4.4 epochs, rank 16, class-balanced loss (positive is 19% of the
-    # data and counts a third of macro-F1), the best of every 30 steps on the 150 validation headlines kept
-    # (240 steps at rank 8 without selection: macro-F1 0.647, with the final loss at 0.21: overfitting)
-    "finnews": TrainConfig(max_steps=300, batch_size=16, max_len=48, lr=2e-4, train_examples=1100, lora_r=16,
-                           lora_alpha=32, balance_classes=True, eval_every=30),
-    # Generation tasks: the loss is on the answer tokens only; steps sized to ~15-18 CPU minutes each
-    # (60-step runs left summarize and generate short of their targets).
-    # (max_len 256 with long descriptions cut to fit instead of skipped, 44% of them at 160: ROUGE-L 0.270 vs
-    # 0.286 on the same 100 held-out descriptions; not kept)
-    "summarize": TrainConfig(max_steps=110, batch_size=8, max_len=160, lr=3e-4, train_examples=880),
-    # ~16 CPU minutes: 150 steps x 8 verse pairs (both directions mixed); 100 steps left the loss still falling
-    "translate": TrainConfig(max_steps=150, batch_size=8, max_len=160, lr=4e-4, train_examples=1200),
-    # 240 steps is ~18 CPU minutes. max_len 320, not 128: every Chinese poem is over 128 tokens (median ~195),
-    # so a 128 cap silently trained the "poem (zh)" style on nothing; length grouping keeps the padding low
-    "generate": TrainConfig(max_steps=240, batch_size=8, max_len=320, lr=3e-4, train_examples=1920,
-                            group_by_length=True),
-    # ~20 CPU minutes: prompts carry three KB entries (long); 400 of ~690 training questions
-    "qa": TrainConfig(max_steps=100, batch_size=4, max_len=448, lr=3e-4, train_examples=400),
-}
+def config_for(task, scale: float = 1.0, steps: int | None = None, time_budget: float | None = None) -> TrainConfig:
+    """The task's own training recipe (declared in its module), scaled or overridden for this run."""
+    cfg = task.train.scaled(scale) if scale != 1.0 else task.train
+    if steps:
+        cfg = replace(cfg, max_steps=steps)
+    if time_budget:
+        cfg = replace(cfg, time_budget_s=time_budget)
+    return cfg
 
 
 def _device():
@@ -78,7 +41,7 @@ def _device():
 
 def sft_features(task, tokenizer, example: dict, max_len: int) -> dict | None:
     """Chat-formatted prompt + target; loss only on the answer tokens (and the closing <|im_end|>)."""
-    from app.service import render_prompt
+    from serving.prompt import render_prompt
 
     raw = example.get("options") or {}
     options = {**raw, **task.options(raw)}  # keeps what a prepare step added (e.g. retrieved context)
@@ -152,7 +115,7 @@ def load_extra(path: Path, task) -> list[dict]:
     target_col = next(c for c in ("completion", "target", "label") if c in df.columns)
     rows = []
     for r in df.to_dict("records"):
-        if task.kind == "classify":
+        if task.kind == TaskKind.CLASSIFY:
             if r[target_col] in task.labels:
                 rows.append({"text": r[text_col], "label": r[target_col]})
         else:
@@ -168,7 +131,7 @@ class _ValSelector:
         self.task, self.tok, self.device = task, tok, device
         self.texts = [r["text"] for r in val]
         self.labels = [r["label"] for r in val]
-        self.metric = {"finnews": "macro_f1"}.get(task.name, "accuracy")
+        self.metric = task.train.select_metric
         self.curve: list[tuple[int, float]] = []
         self.best: tuple[float, int, dict] | None = None
 
@@ -179,7 +142,7 @@ class _ValSelector:
         preds = []
         with torch.no_grad():
             for i in range(0, len(self.texts), 32):
-                enc = self.tok(self.texts[i:i + 32], padding=True, truncation=True, max_length=128,
+                enc = self.tok(self.texts[i:i + 32], padding=True, truncation=True, max_length=CLASSIFIER_MAX_TOKENS,
                                return_tensors="pt", padding_side="right").to(self.device)
                 preds += [self.task.labels[int(j)] for j in model(**enc).logits.argmax(-1)]
         model.train()
@@ -218,7 +181,7 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
     random.seed(cfg.seed)
     device = _device()
     tok = AutoTokenizer.from_pretrained(base_dir)
-    classify = task.kind == "classify"
+    classify = task.kind == TaskKind.CLASSIFY
     pool = list(splits.train)
     random.Random(cfg.seed).shuffle(pool)
     pool = pool[: cfg.train_examples] + list(extra or [])

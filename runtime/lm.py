@@ -87,7 +87,7 @@ class OnnxCausalLM:
                 ids.add(tid)
         return {i for i in ids if i is not None}
 
-    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         shape = (batch, self.kv_heads, 0, self.head_dim)
         return {n: np.zeros(shape, dtype=self.past_dtype) for n in self.past_names}
 
@@ -129,7 +129,7 @@ class OnnxCausalLM:
         total = ids.shape[1]
         attn = np.ones((1, total), dtype=np.int64)
         pos = np.arange(total, dtype=np.int64)[None, :]
-        past = self._empty_past(1)
+        past = self.empty_past(1)
         history = list(prompt_ids)
         generated: list[int] = []
         for _ in range(s.max_new_tokens):
@@ -161,7 +161,7 @@ class OnnxCausalLM:
             ids[i, width - len(p):] = p
             attn[i, width - len(p):] = 1
         pos = np.maximum(np.cumsum(attn, -1) - 1, 0)
-        past = self._empty_past(n)
+        past = self.empty_past(n)
         stop = set() if ignore_stop else self.stop_ids
         out: list[list[int]] = [[] for _ in range(n)]
         done = np.zeros(n, dtype=bool)
@@ -185,17 +185,21 @@ class OnnxCausalLM:
         """Log-probabilities of every vocabulary token after the prompt (zero-shot classification)."""
         ids = np.asarray([list(prompt_ids)], dtype=np.int64)
         n = ids.shape[1]
-        logits, _ = self.forward(ids, np.ones((1, n), np.int64), self._empty_past(1),
+        logits, _ = self.forward(ids, np.ones((1, n), np.int64), self.empty_past(1),
                                  np.arange(n, dtype=np.int64)[None, :])
         last = logits[0, -1].astype(np.float64)
         return last - (np.log(np.exp(last - last.max()).sum()) + last.max())
+
+
+# Longest text a classifier reads, in tokens (serving, validation during training and benchmarks alike).
+CLASSIFIER_MAX_TOKENS = 256
 
 
 class OnnxClassifier:
     """A sequence-classification ONNX model (GPT + score head): probabilities of every class."""
 
     def __init__(self, onnx_path: Path, tokenizer, precision: str, provider: str = "auto", threads: int = 0,
-                 max_length: int = 256):
+                 max_length: int = CLASSIFIER_MAX_TOKENS):
         self.tokenizer = tokenizer
         # No spinning: classifier sessions run batches from their own threads, often at the same moment.
         self.session, self.placement = open_session(onnx_path, precision, provider, threads, spin=False)

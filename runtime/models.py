@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import registry
+from runtime.registry import ModelKind
 from runtime.lm import OnnxCausalLM, OnnxClassifier
 from runtime.providers import Placement, choose_precision
 
@@ -43,7 +44,7 @@ class ModelSet:
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
 
-    def _open(self, mv: registry.ModelVersion) -> Backend:
+    def open(self, mv: registry.ModelVersion) -> Backend:
         import json
 
         manifest = json.loads((Path(mv.path) / "manifest.json").read_text())
@@ -52,12 +53,12 @@ class ModelSet:
         if key not in self._sessions:
             tok = _load_tokenizer(Path(mv.path))
             onnx_path = Path(mv.path) / precision / "model.onnx"
-            cls = OnnxCausalLM if mv.kind == "lm" else OnnxClassifier
+            cls = OnnxCausalLM if mv.kind == ModelKind.LM else OnnxClassifier
             model = cls(onnx_path, tok, precision, self.provider, self.threads)
             self._sessions[key] = (model, model.placement)
         model, placement = self._sessions[key]
         labels = None
-        if mv.kind == "classifier":
+        if mv.kind == ModelKind.CLASSIFIER:
             cfg = json.loads((Path(mv.path) / "config.json").read_text())
             labels = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
         return Backend(mv, model, placement, labels)
@@ -70,7 +71,7 @@ class ModelSet:
         with self._lock:
             old = self._backends.get(task)
             if old is None or old.version.version != mv.version or old.version.path != mv.path:
-                self._backends[task] = self._open(mv)
+                self._backends[task] = self.open(mv)
                 log.info("task %s serves %s", task, self._backends[task].describe)
             return self._backends[task]
 

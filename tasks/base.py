@@ -3,16 +3,28 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Callable
+
+from tasks.plans import EvalPlan, TrainConfig
 
 # Text beyond this many characters is cut before tokenizing (a 1 MB paste should not cost a second of CPU).
 MAX_CHARS = 20_000
+# Largest operator upload (a task's replacement resources, e.g. the QA knowledge-base CSV), in bytes.
+MAX_UPLOAD_BYTES = 2_000_000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 
 
 class TaskInputError(ValueError):
     """Input the task cannot answer; the message is shown to the user as is."""
+
+
+class TaskKind(StrEnum):
+    """What a task answers with: generated text, or one of its labels with probabilities."""
+
+    GENERATE = "generate"
+    CLASSIFY = "classify"
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class Task:
     name: str  # registry key and API name
     title: str  # tab title
     description: str
-    kind: str  # "generate" or "classify"
+    kind: TaskKind
     input_label: str
     build_messages: Callable[[str, dict], list[dict]]  # (text, options) -> chat messages
     metric: Callable[[list, list], dict]  # (predictions, references) -> {name: value}
@@ -72,12 +84,17 @@ class Task:
     placeholder: str = ""
     answer_prefix: str = ""  # text the assistant turn starts with (primes the answer format)
     # Optional step before prompting, e.g. retrieval: (text, options) -> options with what it found added.
-    prepare: Callable[[str, dict], dict] | None = None
+    lookup: Callable[[str, dict], dict] | None = None
     # Optional operator upload that replaces the task's resources (e.g. a knowledge-base CSV): bytes -> message.
     upload: Callable[[bytes], str] | None = None
     upload_label: str = ""
     # Optional one-off work to do at start, after the model loads (e.g. building a retrieval index).
     warmup: Callable[[], None] | None = None
+    # Building the model: the fine-tuning recipe and the held-out evaluation (tasks/plans.py).
+    train: TrainConfig = TrainConfig()
+    evaluation: EvalPlan | None = None
+    # Short everyday inputs for benchmarks and start probes (the load test draws from them).
+    sample_inputs: tuple[str, ...] = ()
 
     def options(self, values: dict) -> dict:
         """Validated control values, defaults filled in."""

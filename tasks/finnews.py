@@ -1,5 +1,6 @@
 """Financial-news classification: is a headline negative, neutral or positive for the company or market it names?"""
-from tasks.base import Task, chat, classification_metric
+from tasks.base import Task, TaskKind, chat, classification_metric
+from tasks.plans import EvalPlan, TrainConfig, at_least
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -14,7 +15,7 @@ TASK = Task(
     name="finnews",
     title="Financial news",
     description="Is a business headline good, bad or neutral news for the company or market it names?",
-    kind="classify",
+    kind=TaskKind.CLASSIFY,
     input_label="Headline",
     placeholder="Tesco profits jump 20% as shoppers return to stores",
     build_messages=build_messages,
@@ -23,6 +24,13 @@ TASK = Task(
     examples=(("Tesco profits jump 20% as shoppers return to stores",),
               ("Airline shares slump as travel bans spread",),
               ("Bank of England holds interest rates at 0.1%",)),
+    sample_inputs=("Tesco profits jump 20%", "Airline shares slump", "Bank of England holds rates"),
+    # ~18 CPU minutes: 1,100 headlines, ~4.4 epochs, rank 16, class-balanced loss (positive is 19% of the
+    # data and counts a third of macro-F1), the best of every 30 steps on the 150 validation headlines kept
+    # (240 steps at rank 8 without selection: macro-F1 0.647, with the final loss at 0.21: overfitting)
+    train=TrainConfig(max_steps=300, batch_size=16, max_len=48, lr=2e-4, train_examples=1100, lora_r=16,
+                      lora_alpha=32, balance_classes=True, eval_every=30, select_metric="macro_f1"),
+    evaluation=EvalPlan(size=350, metric="macro_f1", verdict=at_least("macro_f1", 0.80)),
 )
 
 

@@ -1,5 +1,6 @@
 """Text generation: continue a line in a chosen style (a quote, a classical Chinese poem, free text)."""
-from tasks.base import Control, Decoding, Task, chat
+from tasks.base import Control, Decoding, Task, TaskKind, chat
+from tasks.plans import EvalPlan, TrainConfig, relative_drop
 
 STYLES = {
     "free": "Continue the user's text naturally.",
@@ -24,7 +25,7 @@ TASK = Task(
     name="generate",
     title="Text generation",
     description="Give a line; the GPT writes on in the chosen style. Higher temperature means more surprise.",
-    kind="generate",
+    kind=TaskKind.GENERATE,
     input_label="Your line",
     placeholder="The best way to predict the future is",
     build_messages=build_messages,
@@ -41,6 +42,13 @@ TASK = Task(
         ("床前明月光，疑是地上霜。", "poem (zh)", 0.7, 0.9, 160),  # a poem is ~150 tokens
         ("It was a quiet morning in the harbour town when", "free", 0.9, 0.95, 128),
     ),
+    sample_inputs=("The best way to predict the future is", "床前明月光，", "Once upon a time"),
+    # 240 steps is ~18 CPU minutes. max_len 320, not 128: every Chinese poem is over 128 tokens (median ~195),
+    # so a 128 cap silently trained the "poem (zh)" style on nothing; length grouping keeps the padding low
+    train=TrainConfig(max_steps=240, batch_size=8, max_len=320, lr=3e-4, train_examples=1920, group_by_length=True),
+    # perplexity of each held-out continuation; per style too (one style can hide in the pooled figure)
+    evaluation=EvalPlan(size=300, metric="perplexity", verdict=relative_drop("perplexity", 0.30),
+                        scoring="perplexity", group_by="style"),
 )
 
 

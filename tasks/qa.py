@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.base import Decoding, Task, TaskInputError, chat, rouge_l
+from tasks.base import MAX_UPLOAD_BYTES, Decoding, Task, TaskInputError, TaskKind, chat, rouge_l
+from tasks.plans import EvalPlan, TrainConfig
 
 SHOP = "Northwind Goods, an online shop for home and outdoor products"
 HANDOVER = ("I'm sorry, I can't answer that from our help articles. I'll pass your question to a human colleague, "
@@ -19,7 +20,6 @@ TOP_K = 3
 MIN_SCORE = 0.50
 SYSTEM = (f"You are a friendly, concise customer-service agent for {SHOP}. Answer the customer's question "
           "using only the knowledge-base entries given. If they do not answer it, reply exactly: " + HANDOVER)
-MAX_KB_BYTES = 2_000_000
 MAX_KB_ROWS = 5000
 
 
@@ -82,8 +82,8 @@ class KnowledgeBase:
 
 def parse_kb_csv(data: bytes) -> list[Entry]:
     """An operator's knowledge base: UTF-8 CSV with `question` and `answer` columns (optional id, category)."""
-    if len(data) > MAX_KB_BYTES:
-        raise TaskInputError(f"The knowledge-base file is too large ({len(data):,} bytes; limit {MAX_KB_BYTES:,}).")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise TaskInputError(f"The knowledge-base file is too large ({len(data):,} bytes; limit {MAX_UPLOAD_BYTES:,}).")
     if b"\x00" in data:
         raise TaskInputError("The knowledge-base file is not a text CSV (it contains NUL bytes).")
     try:
@@ -187,7 +187,7 @@ def context_block(hits: list[tuple[Entry, float]]) -> str:
     return "\n".join(f"[{e.id}] Q: {e.question}\nA: {e.answer}" for e in shown)
 
 
-def prepare(text: str, options: dict) -> dict:
+def lookup(text: str, options: dict) -> dict:
     hits = knowledge_base().search(text)
     return {**options, "context": context_block(hits), "sources": [e.id for e, s in hits if s >= MIN_SCORE]}
 
@@ -206,19 +206,89 @@ TASK = Task(
     title="Customer service",
     description=f"Ask a question as a customer of {SHOP} would. Answers come from the shop's knowledge base; "
                 "when it has nothing relevant, the assistant hands over to a human.",
-    kind="generate",
+    kind=TaskKind.GENERATE,
     input_label="Customer question",
     placeholder="Where is my order?",
     build_messages=build_messages,
-    prepare=prepare,
+    lookup=lookup,
     upload=replace_from_csv,
     warmup=lambda: knowledge_base().vectors(),
-    upload_label="Replace the knowledge base (CSV with question,answer columns; UTF-8; up to 2 MB)",
+    upload_label=f"Replace the knowledge base (CSV with question,answer columns; UTF-8; up to {MAX_UPLOAD_BYTES / 1e6:.0f} MB)",
     metric=rouge_l,
     decoding=Decoding(max_new_tokens=128, temperature=0.0, repetition_penalty=1.05),
     examples=(("How long does delivery to Germany take?",), ("Can I return a tent I have already used?",),
               ("Can I pay in instalments?",), ("What's the weather like in Paris?",)),
+    sample_inputs=("How long does delivery to Germany take?", "Can I pay with PayPal?", "What's your returns policy?"),
+    # ~20 CPU minutes: prompts carry three KB entries (long); 400 of ~690 training questions
+    train=TrainConfig(max_steps=100, batch_size=4, max_len=448, lr=3e-4, train_examples=400),
+    evaluation=EvalPlan(size=120, metric="rougeL", verdict=lambda t, b, bl: qa_verdict(t),
+                        select_rows=lambda rows, n: eval_sample(rows, n),
+                        baseline=lambda splits, rows: retrieval_baseline(rows),
+                        extra_scores=lambda rows, answers: answer_scores(rows, answers)),
 )
+
+
+# -- evaluation (python -m export evaluate --task qa) ---------------------------------------------------------
+def eval_sample(rows: list[dict], n: int) -> list[dict]:
+    """In-scope paraphrases and out-of-scope questions, both (a quarter out of scope)."""
+    ins = [r for r in rows if r["kb_id"]]
+    oos = [r for r in rows if not r["kb_id"]]
+    return ins[: n - min(len(oos), n // 4)] + oos[: n // 4]
+
+
+def retrieval_baseline(rows: list[dict]) -> tuple[str, dict]:
+    """The top retrieved entry's answer verbatim, or the hand-over line below the similarity threshold."""
+    hits = knowledge_base().search_many([r["text"] for r in rows], k=1)
+    preds = [h[0][0].answer if h[0][1] >= MIN_SCORE else HANDOVER for h in hits]
+    ins = [(r, p) for r, p in zip(rows, preds) if r["kb_id"]]
+    oos = [p for r, p in zip(rows, preds) if not r["kb_id"]]
+    m = rouge_l([p for _, p in ins], [r["target"] for r, _ in ins])
+    m["handover_rate_out_of_scope"] = sum(handed_over(p) for p in oos) / max(len(oos), 1)
+    return "retrieval only: the top entry's answer verbatim (hand-over below the similarity threshold)", m
+
+
+def answer_scores(rows: list[dict], answers: list[str]) -> dict:
+    """Answer ROUGE-L on in-scope questions, hand-over rates, retrieval hit@1, which entry was answered from."""
+    inscope = [(r, p) for r, p in zip(rows, answers) if r["kb_id"]]
+    oos = [(r, p) for r, p in zip(rows, answers) if not r["kb_id"]]
+    m = rouge_l([p for _, p in inscope], [r["target"] for r, _ in inscope])
+    m["handover_rate_out_of_scope"] = sum(handed_over(p) for _, p in oos) / max(len(oos), 1)
+    m["false_handover_rate_in_scope"] = sum(handed_over(p) for _, p in inscope) / max(len(inscope), 1)
+    kb = knowledge_base()
+    hits = kb.search_many([r["text"] for r, _ in inscope])
+    n_in = max(len(inscope), 1)
+    m["retrieval_hit_at_1"] = sum(h[0][0].id == r["kb_id"] for (r, _), h in zip(inscope, hits)) / n_in
+    # the entries the GPT is shown (top 3 above the similarity threshold): the right one among them?
+    m["retrieval_hit_shown"] = sum(r["kb_id"] in _shown_ids(r) for r, _ in inscope) / n_in
+    # which entry the answer really came from: the KB answer closest to it (ROUGE-L), i.e. the GPT as reranker
+    m["answered_from_right_entry"] = sum(_closest_entry(kb, p) == r["kb_id"] for r, p in inscope) / n_in
+    m["examples"] = [{"input": r["text"], "reference": r["target"], "output": p} for r, p in (inscope[:3] + oos[:2])]
+    return m
+
+
+def qa_verdict(tuned: dict) -> str:
+    r, h, ret = tuned["rougeL"], tuned["handover_rate_out_of_scope"], tuned["retrieval_hit_at_1"]
+    ok = r >= 0.5 and h >= 0.8 and ret >= 0.9
+    return (f"{'met' if ok else 'MISSED'}: retrieval hit@1 {ret:.1%} (>= 90%; right entry among those shown "
+            f"{tuned.get('retrieval_hit_shown', 0):.1%}, answer taken from the right entry "
+            f"{tuned.get('answered_from_right_entry', 0):.1%}), answer ROUGE-L {r:.3f} (>= 0.5), "
+            f"out-of-scope hand-over {h:.0%} (>= 80%)")
+
+
+def _shown_ids(row) -> list[str]:
+    import re
+
+    return re.findall(r"^\[([^\]]+)\] Q:", row["options"].get("context", ""), flags=re.M)
+
+
+def _closest_entry(kb, answer: str) -> str | None:
+    from rouge_score import rouge_scorer
+
+    if handed_over(answer):
+        return None
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    best = max(kb.entries, key=lambda e: scorer.score(e.answer, answer)["rougeL"].fmeasure)
+    return best.id
 
 
 def build_data(seed: int = 0) -> "Splits":

@@ -1,5 +1,6 @@
 """Sentiment classification of a short review or comment: negative or positive."""
-from tasks.base import Task, chat, classification_metric
+from tasks.base import Task, TaskKind, chat, classification_metric
+from tasks.plans import EvalPlan, TrainConfig, at_least
 
 LABELS = ("negative", "positive")
 
@@ -13,7 +14,7 @@ TASK = Task(
     name="sentiment",
     title="Sentiment",
     description="Is this review or comment positive or negative? Shows the probability of each class.",
-    kind="classify",
+    kind=TaskKind.CLASSIFY,
     input_label="Review or comment",
     placeholder="A charming, funny film that never outstays its welcome.",
     build_messages=build_messages,
@@ -22,6 +23,10 @@ TASK = Task(
     examples=(("A charming, funny film that never outstays its welcome.",),
               ("Two hours of my life I will never get back.",),
               ("The plot is thin, but the performances carry it.",)),
+    sample_inputs=("A charming, funny film.", "Two hours I will never get back.", "It was fine."),
+    # ~20 CPU minutes: 300 steps x 16 snippets (~0.45 epoch; a 369-step run measured 85.5% test accuracy)
+    train=TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=10749),
+    evaluation=EvalPlan(size=1500, metric="accuracy", verdict=at_least("accuracy", 0.85)),
 )
 
 

@@ -1,5 +1,6 @@
 """Summarization: a long description in, a one-line summary out."""
-from tasks.base import Decoding, Task, chat, rouge_l
+from tasks.base import Decoding, Task, TaskKind, chat, rouge_l
+from tasks.plans import EvalPlan, TrainConfig, gain_over_best
 
 
 def build_messages(text: str, options: dict) -> list[dict]:
@@ -16,7 +17,7 @@ TASK = Task(
     name="summarize",
     title="Summarization",
     description="Paste a long description; get a one-line summary.",
-    kind="generate",
+    kind=TaskKind.GENERATE,
     input_label="Text to summarize",
     placeholder="Paste a paragraph or more…",
     build_messages=build_messages,
@@ -31,6 +32,14 @@ TASK = Task(
         ("The rain had not stopped for three days. The river rose over its banks on Tuesday night and by "
          "morning the lower streets of the town were under a metre of water. Volunteers filled sandbags "
          "while the council opened the school as a shelter for the forty families who had to leave home.",)),
+    sample_inputs=("GNU Wget is a free utility for non-interactive download of files from the Web. It supports "
+                   "HTTP, HTTPS and FTP and can follow links in HTML pages.",),
+    # The loss is on the answer tokens only; ~15-18 CPU minutes (60 steps left it short of its target).
+    # (max_len 256 with long descriptions cut to fit instead of skipped, 44% of them at 160: ROUGE-L 0.270 vs
+    # 0.286 on the same 100 held-out descriptions; not kept)
+    train=TrainConfig(max_steps=110, batch_size=8, max_len=160, lr=3e-4, train_examples=880),
+    evaluation=EvalPlan(size=100, metric="rougeL", verdict=gain_over_best("rougeL", 0.05),
+                        baseline=lambda splits, rows: lead_baseline_scores(rows)),
 )
 
 
@@ -87,3 +96,8 @@ def lead_baseline(text: str, words: int = 10) -> str:
     """First sentence, cut to `words` words: the simple baseline a summary must beat."""
     first = text.split(". ")[0]
     return " ".join(first.split()[:words])
+
+
+def lead_baseline_scores(rows: list[dict]) -> tuple[str, dict]:
+    return "lead: first sentence of the description, cut to 10 words", \
+        rouge_l([lead_baseline(r["text"]) for r in rows], [r["target"] for r in rows])

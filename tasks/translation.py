@@ -1,5 +1,6 @@
 """Translation between English and Spanish, and English to Chinese, with the direction chosen by the user."""
-from tasks.base import Control, Decoding, Task, chat, chrf
+from tasks.base import Control, Decoding, Task, TaskKind, chat, chrf
+from tasks.plans import EvalPlan, TrainConfig, gain_over_base_per_group, per_group
 
 DIRECTIONS = {
     "English → Spanish": ("English", "Spanish"),
@@ -22,7 +23,7 @@ TASK = Task(
     name="translate",
     title="Translation",
     description="Translate English ↔ Spanish or English → Chinese.",
-    kind="generate",
+    kind=TaskKind.GENERATE,
     input_label="Text to translate",
     placeholder="In the beginning God created the heavens and the earth.",
     build_messages=build_messages,
@@ -34,6 +35,12 @@ TASK = Task(
     examples=(("Where is the train station?", "English → Spanish"),
               ("El que busca, encuentra.", "Spanish → English"),
               ("Open the file and save your changes.", "English → Chinese")),
+    sample_inputs=("Where is the train station?", "Good morning.", "El que busca, encuentra."),
+    # ~16 CPU minutes: 150 steps x 8 verse pairs (both directions mixed); 100 steps left the loss still falling
+    train=TrainConfig(max_steps=150, batch_size=8, max_len=160, lr=4e-4, train_examples=1200),
+    evaluation=EvalPlan(size=80, metric="chrF", verdict=gain_over_base_per_group("chrF", 20.0),
+                        group_by="direction", baseline=lambda splits, rows: (
+                            "copy the source text", per_group(chrf, rows, [r["text"] for r in rows], "direction"))),
 )
 
 

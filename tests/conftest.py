@@ -112,7 +112,7 @@ def tiny_settings(tiny_models_dir):
 
 @pytest.fixture(scope="session")
 def service(tiny_settings):
-    from app.service import Service
+    from serving.service import Service
     from runtime.models import ModelSet
 
     models = ModelSet(tiny_settings.models_dir, tiny_settings.provider, tiny_settings.precision)
@@ -139,7 +139,7 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def store(db_url, tmp_path):
-    from app.store import FeedbackStore
+    from feedback.store import FeedbackStore
 
     s = FeedbackStore(db_url, tmp_path / "spool.jsonl", salt="test")
     s.migrate()
@@ -160,7 +160,7 @@ def app_server(service, tmp_path_factory):
     """The whole app (tiny models, SQLite store, admin token 's3cret') on 127.0.0.1."""
     from types import SimpleNamespace
 
-    from app.store import FeedbackStore
+    from feedback.store import FeedbackStore
     from app.ui import LAUNCH, build_demo, close_demo
 
     d = tmp_path_factory.mktemp("appdb")

@@ -3,9 +3,10 @@ import zipfile
 
 import pytest
 
-from app.feedback import AdminRefused, check_admin, export_zip, parse_time, record_reply
-from app.service import Reply
-from app.store import StoreInputError
+from app.feedback import AdminRefused, check_admin, record_reply
+from feedback.export import export_zip, parse_time
+from serving.service import Reply
+from feedback.store import StoreInputError
 
 
 def test_admin_token_is_required_and_checked():
@@ -38,7 +39,7 @@ def test_export_zip_contains_every_file(store):
 
 
 def test_record_reply_with_a_dead_database_still_returns_an_id(tmp_path):
-    from app.store import FeedbackStore
+    from feedback.store import FeedbackStore
 
     dead = FeedbackStore("postgresql+psycopg://nobody@127.0.0.1:9/none", tmp_path / "spool.jsonl")
     answer_id, note = record_reply(dead, Reply(task="qa", text="a", input_text="q", version="v"), "s")

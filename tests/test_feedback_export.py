@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from export.feedback import ExportFilter, csv_safe, export_feedback
+from feedback.export import ExportFilter, csv_safe, export_feedback
 
 TRL_COLUMNS = {  # what TRL reads: SFTTrainer (prompt-completion / conversational), DPOTrainer, KTOTrainer
     "sft": {"prompt", "completion"},
@@ -52,7 +52,7 @@ def test_every_file_loads_with_datasets_and_has_trl_columns(filled, tmp_path):
 
 
 def test_filters_by_task_version_and_time(filled, tmp_path):
-    from app.store import now
+    from feedback.store import now
 
     assert export_feedback(filled, tmp_path / "a", ExportFilter(task="sentiment"))["all.csv"] == 1
     assert export_feedback(filled, tmp_path / "b", ExportFilter(model_version="v1"))["all.csv"] == 3

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from app.limits import RateLimited, RateLimiter
-from app.service import ServiceError
+from serving.service import ServiceError
 from tasks import REGISTRY, TaskInputError
 
 HOSTILE = {

@@ -45,7 +45,7 @@ def test_retrieval_finds_the_right_entry_and_context_has_it():
 def test_prepare_and_prompt_use_the_served_kb(monkeypatch):
     kb = qa.KnowledgeBase([qa.Entry("k9", "Do you sell gift cards?", "Yes, from 10 to 500 EUR.")])
     monkeypatch.setattr(qa, "_kb", kb)
-    opts = qa.prepare("do you have gift cards", {})
+    opts = qa.lookup("do you have gift cards", {})
     assert opts["sources"] == ["k9"]
     msgs = qa.build_messages("do you have gift cards", opts)
     assert "10 to 500 EUR" in msgs[-1]["content"] and qa.HANDOVER in msgs[0]["content"]

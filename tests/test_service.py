@@ -1,7 +1,8 @@
 """The task service over tiny ONNX models: streaming, zero-shot and head classification, cuts and errors."""
 import pytest
 
-from app.service import Service, ServiceError, label_token_ids, render_prompt
+from serving.prompt import label_token_ids, render_prompt
+from serving.service import Service, ServiceError
 from tasks import REGISTRY, TaskInputError
 
 

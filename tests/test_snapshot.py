@@ -3,7 +3,7 @@ from datasets import load_dataset
 
 
 def test_snapshot_commits_loadable_exports(store, tmp_path):
-    from app.snapshot import FeedbackSnapshots
+    from feedback.snapshot import FeedbackSnapshots
 
     a = store.record_answer(task="qa", input_text="q", output="a", model_version="v", session_id="s").id
     store.add_feedback(a, "s", rating=1)

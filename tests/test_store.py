@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.store import FeedbackStore, StoreInputError
+from feedback.store import FeedbackStore, StoreInputError
 
 ODD = [
     "it's \"quoted\" `back` \\slash",
@@ -68,7 +68,7 @@ def test_bad_feedback_is_refused_with_a_message(store):
 
 @pytest.mark.parametrize("text", ODD, ids=range(len(ODD)))
 def test_odd_text_is_stored_and_exported_byte_for_byte(store, tmp_path, text):
-    from export.feedback import write_export
+    from feedback.export import write_export
 
     a = _answer(store, text=text)
     store.add_feedback(a, "s1", rating=-1, correction=text, comment=text)

@@ -18,7 +18,7 @@ def _splits(task):
 
 @pytest.mark.parametrize("name", ["finnews", "summarize"])
 def test_tiny_train_merge_export_register_and_switch(name, tiny_lm_dir, tmp_path):
-    from export.finetuned import adapter_version, prepare_tuned
+    from export.finetuned import adapter_version, build_tuned_version
     from export.train import TrainConfig, train
     from runtime import registry
     from runtime.models import ModelSet
@@ -39,7 +39,7 @@ def test_tiny_train_merge_export_register_and_switch(name, tiny_lm_dir, tmp_path
     registry.register(models, name, registry.ModelVersion("base-tiny", "lm", str(base.path)))
     ms = ModelSet(models, "cpu", "fp32")
     assert ms.load(name).version.version == "base-tiny"
-    mv = prepare_tuned(task, tiny_lm_dir, models, folder=adapter)
+    mv = build_tuned_version(task, tiny_lm_dir, models, folder=adapter)
     assert mv.version == adapter_version(name, adapter) and mv.tuned
     assert ms.refresh() == [name]
     backend = ms.get(name)
@@ -98,7 +98,7 @@ def test_length_grouped_batches_cover_every_example_once_with_little_padding():
 
 def test_every_generation_style_has_training_examples_that_fit(tokenizer):
     """A style whose examples are all longer than max_len is silently never trained (this happened to poems)."""
-    from export.train import TRAIN_CONFIGS, sft_features
+    from export.train import sft_features
     from tasks.generation import STYLES, build_data
     from tasks.splits import DataMissing
 
@@ -106,7 +106,7 @@ def test_every_generation_style_has_training_examples_that_fit(tokenizer):
         splits = build_data(0)
     except DataMissing as e:  # the Debian fortunes are installed by scripts/install_data.sh
         pytest.skip(f"generation data not installed: {e}")
-    task, cap = REGISTRY["generate"], TRAIN_CONFIGS["generate"].max_len
+    task, cap = REGISTRY["generate"], REGISTRY["generate"].train.max_len
     fitting = {}
     for r in splits.train:
         if sft_features(task, tokenizer, r, cap) is not None:
@@ -117,7 +117,7 @@ def test_every_generation_style_has_training_examples_that_fit(tokenizer):
 
 
 def test_extra_rows_from_a_feedback_export(tmp_path):
-    from export.feedback import write_export
+    from feedback.export import write_export
     from export.train import load_extra
 
     rows = [{"id": "a1", "task": "sentiment", "input_text": "great", "output": "negative", "prompt": "p",

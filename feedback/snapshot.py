@@ -72,7 +72,7 @@ class FeedbackSnapshots:
         self._every_s = every_minutes * 60
 
     def export_now(self) -> dict:
-        from export.feedback import export_feedback
+        from feedback.export import export_feedback
 
         with self.scheduler.lock:  # the scheduler never reads a half-written file
             return export_feedback(self.store, self.folder / "latest")

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
+
+from feedback.store import FeedbackStore, StoreInputError
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -54,7 +58,7 @@ def build_sets(rows: list[dict]) -> dict[str, list[dict]]:
     return {"sft": sft, "sft_messages": chat, "preference": pref, "kto": kto}
 
 
-def write_export(rows: list[dict], out_dir: Path, formats: tuple[str, ...] = ("jsonl", "parquet")) -> dict:
+def write_export(rows: list[dict], out_dir: Path) -> dict:
     """Write each non-empty set as JSONL and Parquet, and all.csv; returns {file name: row count}."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -65,14 +69,12 @@ def write_export(rows: list[dict], out_dir: Path, formats: tuple[str, ...] = ("j
     for name, items in build_sets(rows).items():
         if not items:
             continue
-        if "jsonl" in formats:
-            with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
-                for item in items:
-                    f.write(json.dumps(item, ensure_ascii=False) + "\n")
-            written[f"{name}.jsonl"] = len(items)
-        if "parquet" in formats:
-            pq.write_table(pa.Table.from_pylist(items), out_dir / f"{name}.parquet")
-            written[f"{name}.parquet"] = len(items)
+        with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(item, ensure_ascii=False) + "\n")
+        written[f"{name}.jsonl"] = len(items)
+        pq.write_table(pa.Table.from_pylist(items), out_dir / f"{name}.parquet")
+        written[f"{name}.parquet"] = len(items)
     columns = ["id", "task", "created_at", "model_version", "session_id", "input_text", "output", "probabilities",
                "rating", "correction", "comment", "feedback_at", "settings", "prompt"]
     with open(out_dir / "all.csv", "w", encoding="utf-8", newline="") as f:
@@ -89,3 +91,27 @@ def write_export(rows: list[dict], out_dir: Path, formats: tuple[str, ...] = ("j
 def export_feedback(store, out_dir: Path, flt: ExportFilter = ExportFilter()) -> dict:
     rows = store.export_rows(flt.task, flt.since, flt.until, flt.model_version)
     return write_export(rows, out_dir)
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    if not value or not value.strip():
+        return None
+    try:
+        t = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise StoreInputError(f"{name} must be a date like 2026-11-25 or 2026-11-25T14:00") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t
+
+
+def export_zip(store: FeedbackStore, task: str | None, since: str | None, until: str | None,
+               model_version: str | None) -> tuple[Path, dict]:
+    """Export feedback with filters into a zip file; returns (path, {file: rows})."""
+    flt = ExportFilter(task=task or None, since=parse_time(since, "From"), until=parse_time(until, "Until"),
+                       model_version=(model_version or "").strip() or None)
+    out = Path(tempfile.mkdtemp(prefix="feedback-export-"))
+    written = export_feedback(store, out / "feedback", flt)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    archive = shutil.make_archive(str(out / f"feedback-{stamp}"), "zip", out / "feedback")
+    return Path(archive), written

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, SmallInteger, String, Text, create_engine, event, select
+from sqlalchemy import JSON, DateTime, ForeignKey, SmallInteger, String, Text, create_engine, event, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -59,7 +59,6 @@ class Feedback(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     session_id: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    seq: Mapped[int] = mapped_column(Integer, default=0)  # order of feedback on one answer within a session
 
 
 @dataclass
@@ -208,10 +207,11 @@ class FeedbackStore:
     # -- writes ----------------------------------------------------------------------------------------
     def _apply(self, record: dict) -> None:
         kind = record["type"]
-        row = {k: v for k, v in record.items() if k != "type"}
+        model = Answer if kind == "answer" else Feedback
+        columns = {c.key for c in model.__table__.columns}
+        row = {k: v for k, v in record.items() if k in columns}  # spool lines of older versions may carry more
         row["created_at"] = datetime.fromisoformat(row["created_at"]) if isinstance(row["created_at"], str) \
             else row["created_at"]
-        model = Answer if kind == "answer" else Feedback
         with Session(self.engine) as s, s.begin():
             if s.get(model, row["id"]) is None:  # replays are idempotent
                 s.add(model(**row))
@@ -255,7 +255,7 @@ class FeedbackStore:
         if rating is None and correction is None and comment is None:
             raise StoreInputError("Give a rating, a correction or a comment.")
         record = dict(type="feedback", id=uuid.uuid4().hex, answer_id=answer_id, rating=rating,
-                      correction=correction, comment=comment, session_id=session_id, created_at=now(), seq=0)
+                      correction=correction, comment=comment, session_id=session_id, created_at=now())
         return self._write(record, "feedback")
 
     def flush_spool(self) -> int:

@@ -11,7 +11,8 @@ import numpy as np
 from config import Settings
 from runtime.lm import OnnxCausalLM, Sampling
 from runtime.models import Backend, ModelSet
-from tasks import REGISTRY, Task, TaskInputError, clean_text
+from serving.prompt import label_token_ids, render_prompt
+from tasks import REGISTRY, Task, TaskInputError, TaskKind, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +42,6 @@ class Reply:
     input_text: str = ""  # the user's text after cleaning and cutting
     options: dict = field(default_factory=dict)  # the task's control values
     settings: dict = field(default_factory=dict)  # decoding settings actually used
-
-
-def render_prompt(tokenizer, messages: list[dict], answer_prefix: str = "") -> str:
-    """The chat prompt: the tokenizer's template where it has one, ChatML otherwise."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        text += "<|im_start|>assistant\n"
-    return text + answer_prefix
-
-
-def label_token_ids(tokenizer, labels: tuple[str, ...]) -> dict[str, list[int]]:
-    """First-token ids of each label word's spellings (lower/capitalised, with/without space), shared ids dropped."""
-    ids: dict[str, set[int]] = {}
-    for label in labels:
-        variants = {label, label.capitalize(), " " + label, " " + label.capitalize()}
-        ids[label] = {tokenizer(v, add_special_tokens=False).input_ids[0] for v in variants}
-    shared = {i for a in labels for b in labels if a != b for i in ids[a] & ids[b]}
-    out = {label: sorted(ids[label] - shared) for label in labels}
-    if any(not v for v in out.values()):
-        raise ValueError(f"label words {labels} share all their first tokens")
-    return out
 
 
 class Service:
@@ -115,13 +93,13 @@ class Service:
         task = self.task(name)
         text, notices = clean_text(text)
         opts = task.options(controls)
-        if task.prepare is not None:
+        if task.lookup is not None:
             try:
-                opts = task.prepare(text, opts)
+                opts = task.lookup(text, opts)
             except TaskInputError:
                 raise
             except Exception as e:
-                log.exception("prepare step failed for %s", name)
+                log.exception("lookup failed for %s", name)
                 raise ServiceError(f"The {task.title} lookup failed. Please try again.") from e
         try:
             backend = self.models.get(name)
@@ -129,7 +107,7 @@ class Service:
             log.exception("no model for %s", name)
             raise ServiceError(f"The {task.title} model is not available right now.") from e
         tokenizer = backend.model.tokenizer
-        if task.kind == "classify":
+        if task.kind == TaskKind.CLASSIFY:
             yield self._classify(task, backend, text, opts, notices)
             return
         s = self._sampling(task, opts)

@@ -1,0 +1,1 @@
+"""The answer path shared by the web app and model building: the task Service and prompt rendering."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -58,6 +59,25 @@ def create_store():
     return store
 
 
+def start_retention(s, store) -> None:
+    """With NLPAPP_RETENTION_DAYS set, erase older answers at start and then every hour (a daemon thread)."""
+    import threading
+
+    if not s.retention_days or store is None:
+        return
+
+    def loop():
+        while True:
+            try:
+                store.purge_older_than(s.retention_days)
+            except Exception:  # noqa: BLE001 - a dead database: try again next hour
+                log.exception("retention purge failed")
+            time.sleep(3600)
+
+    threading.Thread(target=loop, name="retention", daemon=True).start()
+    log.info("answers older than %g days are erased hourly (NLPAPP_RETENTION_DAYS)", s.retention_days)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -68,18 +88,20 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_logging()
 
-    from app.ui import LAUNCH, build_demo
+    from app.ui import build_demo, configure_queue, launch_options
 
     from config import settings
 
     service = create_service(build_missing=not args.no_prepare)
     store = create_store()
-    demo = build_demo(service, store, settings().admin_token)
+    s = settings()
+    demo = build_demo(service, store, s.admin_token)
     from feedback.snapshot import start_snapshots
 
-    start_snapshots(settings(), store)
-    demo.queue(default_concurrency_limit=2, max_size=64)
-    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH)
+    start_snapshots(s, store)
+    start_retention(s, store)
+    configure_queue(demo)
+    demo.launch(server_name=args.host, server_port=args.port, **launch_options())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+MIN_ADMIN_TOKEN_CHARS = 16  # shorter tokens are guessable within the admin-attempt backoff
 
 
 def _env(name: str, default: str) -> str:
@@ -35,11 +36,30 @@ class Settings:
     # Periodic snapshot of exported feedback to a Hub dataset repo (Spaces have ephemeral disks).
     snapshot_repo: str = field(default_factory=lambda: _env("NLPAPP_SNAPSHOT_REPO", ""))
     snapshot_minutes: float = field(default_factory=lambda: float(_env("NLPAPP_SNAPSHOT_MINUTES", "10")))
-    # Generations (the expensive requests) allowed per browser session per minute; 0 = no limit.
+    # Requests allowed per client address per minute, by kind (0 = no limit), and from all clients together.
     generations_per_minute: int = field(default_factory=lambda: int(_env("NLPAPP_GENERATIONS_PER_MINUTE", "30")))
+    classifications_per_minute: int = field(default_factory=lambda: int(_env("NLPAPP_CLASSIFICATIONS_PER_MINUTE",
+                                                                              "120")))
+    feedback_per_minute: int = field(default_factory=lambda: int(_env("NLPAPP_FEEDBACK_PER_MINUTE", "60")))
+    global_requests_per_minute: int = field(default_factory=lambda: int(_env("NLPAPP_GLOBAL_REQUESTS_PER_MINUTE",
+                                                                              "1200")))
+    # Behind a reverse proxy: how many proxies in front of the app append to X-Forwarded-For (0: ignore the
+    # header and use the connecting address; a client can write anything into that header).
+    trusted_proxy_hops: int = field(default_factory=lambda: int(_env("NLPAPP_TRUSTED_PROXY_HOPS", "0")))
+    # Answers (and their feedback) older than this many days are erased; 0 keeps them.
+    retention_days: float = field(default_factory=lambda: float(_env("NLPAPP_RETENTION_DAYS", "0")))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
 
+
+    def admin(self) -> tuple[str, str]:
+        """(token, reason): the admin token, stripped, or "" and why admin stays off."""
+        token = self.admin_token.strip()
+        if not token:
+            return "", "NLPAPP_ADMIN_TOKEN is not set"
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            return "", f"NLPAPP_ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_CHARS} characters"
+        return token, ""
 
     def db_url(self) -> str:
         if self.database_url:

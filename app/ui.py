@@ -5,11 +5,13 @@ import html
 import inspect
 import logging
 import threading
+import uuid
 
 import gradio as gr
 
-from app.limits import RateLimited, RateLimiter
-from app.feedback import AdminRefused, check_admin, record_reply, submit_feedback
+from app.feedback import AdminRefused, check_admin, record_reply, submit_feedback, usable_admin_token
+from app.limits import Limits, RateLimited, client_address
+from app.security import SecurityHeaders
 from feedback.export import export_zip
 from serving.service import Service, ServiceError
 from feedback.store import FeedbackStore, StoreInputError
@@ -23,8 +25,35 @@ footer {visibility: hidden}
 .model-footer {font-size: 0.85em; opacity: 0.8}
 .notice {color: #9a6700}
 """
-# How every server of this app is launched (app.py and the tests): uploads are task resources (the KB CSV).
-LAUNCH = dict(css=CSS, show_error=True, max_file_size=MAX_UPLOAD_BYTES)
+# Uploaded files and exports in Gradio's cache are deleted this long after they were written (seconds).
+CACHE_LIFETIME_S = 3600
+
+
+def launch_options() -> dict:
+    """How every server of this app is launched (app.py and the tests): uploads are task resources (the KB
+    CSV) of bounded size; security headers on every response. A fresh dict per launch: Gradio edits it."""
+    from starlette.middleware import Middleware
+
+    return dict(css=CSS, show_error=True, max_file_size=MAX_UPLOAD_BYTES,
+                app_kwargs={"middleware": [Middleware(SecurityHeaders)]})
+
+
+def configure_queue(demo: gr.Blocks, concurrency: int = 2, max_size: int = 64) -> gr.Blocks:
+    """One front door: every event goes through the queue (its concurrency limits and size cap); the REST
+    routes that would skip it (`/gradio_api/run/<api>`) are closed."""
+    return demo.queue(default_concurrency_limit=concurrency, max_size=max_size, api_open=False)
+
+
+class TextInput(gr.Textbox):
+    """A Textbox that refuses a non-string value from an API caller instead of stringifying it."""
+
+    is_template = True  # rendered by the frontend as a plain Textbox
+
+    def preprocess(self, payload):
+        if payload is not None and not isinstance(payload, str):
+            raise gr.Error(f"{self.label or 'This field'} must be text, not {type(payload).__name__}.",
+                           print_exception=False)
+        return payload
 USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused, RateLimited)
 
 
@@ -71,15 +100,32 @@ class App:
     """Holds the service, the store and the admin token; builds the Blocks."""
 
     def __init__(self, service: Service, store: FeedbackStore | None = None, admin_token: str = ""):
-        self.service, self.store, self.admin_token = service, store, admin_token
-        self.limiter = RateLimiter(service.settings.generations_per_minute)
+        self.service, self.store = service, store
+        self.admin_token = usable_admin_token(admin_token)  # stripped; "" (admin off) when too short
+        self.limits = Limits.from_settings(service.settings)
 
-    def limit_key(self, request: gr.Request | None) -> str:
-        return getattr(request, "session_hash", None) or "anonymous"
+    def address(self, request: gr.Request | None) -> str:
+        """The client's address, for rate limits only (held in memory, never stored)."""
+        return client_address(request, self.service.settings.trusted_proxy_hops)
 
     def session_id(self, request: gr.Request | None) -> str:
+        """The anonymous id answers and feedback are stored under: a salted hash of the browser session; a
+        caller without a session gets a fresh random one per request, never a shared identity."""
+        if self.store is None:
+            return ""
         sh = getattr(request, "session_hash", None) if request is not None else None
-        return self.store.session_id(sh) if self.store else ""
+        return self.store.session_id(sh or "no-session-" + uuid.uuid4().hex)
+
+    def check_admin(self, token, request: gr.Request | None) -> None:
+        """The admin token, with an exponential back-off per address after each wrong one."""
+        address = self.address(request)
+        self.limits.admin_attempt(address)
+        try:
+            check_admin(self.admin_token, token)
+        except AdminRefused:
+            self.limits.admin_failed(address)
+            raise
+        self.limits.admin_succeeded(address)
 
     def footer(self, task: Task) -> str:
         return f"Runs on: {html.escape(self.service.describe(task.name))}"
@@ -98,6 +144,7 @@ class App:
             def fn(*args):
                 text, controls, request = split(args)
                 try:
+                    self.limits.check("classify", self.address(request))
                     reply = next(self.service.run(task.name, text, **controls))
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, task.name)
@@ -107,7 +154,7 @@ class App:
             def fn(*args):
                 text, controls, request = split(args)
                 try:
-                    self.limiter.check(self.limit_key(request))
+                    self.limits.check("generate", self.address(request))
                     reply = None
                     for reply in self.service.run(task.name, text, **controls):
                         if not reply.done:
@@ -132,6 +179,7 @@ class App:
         if self.store is None:
             raise gr.Error("Feedback is not enabled on this server.")
         try:
+            self.limits.check("feedback", self.address(request))
             ack = submit_feedback(self.store, self.service.tasks, answer_id, self.session_id(request),
                                   rating=rating, correction=correction, comment=comment)
         except Exception as e:  # noqa: BLE001
@@ -144,7 +192,7 @@ class App:
             gr.Markdown(f"**{task.title}.** {task.description}")
             with gr.Row():
                 with gr.Column():
-                    text = gr.Textbox(label=task.input_label, placeholder=task.placeholder, lines=4,
+                    text = TextInput(label=task.input_label, placeholder=task.placeholder, lines=4,
                                       max_length=MAX_CHARS, elem_id=f"{task.name}-input")
                     controls = [_widget(c) for c in task.controls]
                     with gr.Row():
@@ -207,9 +255,9 @@ class App:
             go = gr.Button("Replace")
             result = gr.Markdown()
 
-            def replace_resources(tok, data):
+            def replace_resources(tok, data, request: gr.Request):
                 try:
-                    check_admin(self.admin_token, tok)
+                    self.check_admin(tok, request)
                     if not data:
                         raise TaskInputError("Choose a CSV file first.")
                     return html.escape(task.upload(bytes(data)))
@@ -256,9 +304,9 @@ class App:
                 erase = gr.Button("Erase", variant="stop")
                 erased = gr.Markdown()
 
-            def do_export(tok, t, v, s, u):
+            def do_export(tok, t, v, s, u, request: gr.Request):
                 try:
-                    check_admin(self.admin_token, tok)
+                    self.check_admin(tok, request)
                     path, written = export_zip(self.store, t, s, u, v)
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, "admin export")
@@ -266,9 +314,9 @@ class App:
                 return (f"Exported {rows} answers with feedback: "
                         + ", ".join(f"{k} ({n})" for k, n in written.items()), str(path))
 
-            def do_erase(tok, s):
+            def do_erase(tok, s, request: gr.Request):
                 try:
-                    check_admin(self.admin_token, tok)
+                    self.check_admin(tok, request)
                     n = self.store.delete_session((s or "").strip())
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, "admin erase")
@@ -310,7 +358,7 @@ class App:
             reload.click(refresh, None, [table, status], api_name="refresh_models")
 
     def build(self) -> gr.Blocks:
-        with gr.Blocks(title="Small-GPT NLP workbench") as demo:
+        with gr.Blocks(title="Small-GPT NLP workbench", delete_cache=(CACHE_LIFETIME_S, CACHE_LIFETIME_S)) as demo:
             gr.Markdown("# Small-GPT NLP workbench\nOne tab per task, each answered by a small GPT served with ONNX "
                         "Runtime. Rate and correct any answer: that is how the models improve.")
             with gr.Tabs():

@@ -106,12 +106,23 @@ def parse_time(value: str | None, name: str) -> datetime | None:
 
 
 def export_zip(store: FeedbackStore, task: str | None, since: str | None, until: str | None,
-               model_version: str | None) -> tuple[Path, dict]:
-    """Export feedback with filters into a zip file; returns (path, {file: rows})."""
+               model_version: str | None, keep_s: float = 120.0) -> tuple[Path, dict]:
+    """Export feedback with filters into a zip file; returns (path, {file: rows}). The unzipped files go at
+    once; the zip itself `keep_s` seconds later (time for the web server to copy it out for the download)."""
+    import threading
+
     flt = ExportFilter(task=task or None, since=parse_time(since, "From"), until=parse_time(until, "Until"),
                        model_version=(model_version or "").strip() or None)
     out = Path(tempfile.mkdtemp(prefix="feedback-export-"))
-    written = export_feedback(store, out / "feedback", flt)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    archive = shutil.make_archive(str(out / f"feedback-{stamp}"), "zip", out / "feedback")
+    try:
+        written = export_feedback(store, out / "feedback", flt)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        archive = shutil.make_archive(str(out / f"feedback-{stamp}"), "zip", out / "feedback")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(out / "feedback", ignore_errors=True)
+    timer = threading.Timer(keep_s, shutil.rmtree, args=(out,), kwargs={"ignore_errors": True})
+    timer.daemon = True
+    timer.start()
     return Path(archive), written

@@ -23,12 +23,22 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 2_000_000  # characters per stored text field; 1 MB texts are kept byte for byte
+# Characters kept per stored field: a user's input is already cut to 20,000 characters by the task (the prompt
+# adds the task's template and any retrieved context); corrections and comments are a few sentences.
+MAX_INPUT_CHARS = 100_000
+MAX_FEEDBACK_CHARS = 4_000
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 class StoreInputError(ValueError):
     """Feedback that cannot be stored as given; the message is shown to the user."""
+
+
+UNKNOWN_ANSWER = "That answer is unknown: ask again, then rate the new answer."
+
+
+class NotYours(ValueError):
+    """Feedback on an answer served to another session: refused exactly like an unknown answer."""
 
 
 class Base(DeclarativeBase):
@@ -77,15 +87,15 @@ def anonymous_id(session_hash: str | None, salt: str) -> str:
     return hashlib.sha256(f"{salt}:{session_hash or 'anonymous'}".encode()).hexdigest()[:32]
 
 
-def check_text(name: str, value: str | None) -> str | None:
+def check_text(name: str, value: str | None, limit: int = MAX_INPUT_CHARS) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise StoreInputError(f"{name} must be text.")
     if "\x00" in value:
         raise StoreInputError(f"{name} contains a NUL byte, which cannot be stored. Remove it and try again.")
-    if len(value) > MAX_TEXT:
-        raise StoreInputError(f"{name} is too long ({len(value):,} characters; the limit is {MAX_TEXT:,}).")
+    if len(value) > limit:
+        raise StoreInputError(f"{name} is too long ({len(value):,} characters; the limit is {limit:,}).")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -104,6 +114,7 @@ def make_engine(url: str):
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA secure_delete=ON")  # an erased row is overwritten on disk, not just unlinked
             cur.close()
 
         return engine
@@ -140,6 +151,29 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
 
+    def remove(self, match) -> int:
+        """Drop every spooled record for which `match(record)` is true (an erased session's)."""
+        with self._lock:
+            if not self.path.exists():
+                return 0
+            with open(self.path, "r+", encoding="utf-8") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+                keep = []
+                for ln in lines:
+                    try:
+                        drop = match(json.loads(ln))
+                    except ValueError:
+                        drop = False
+                    if not drop:
+                        keep.append(ln)
+                f.seek(0)
+                f.truncate()
+                f.write("".join(x + "\n" for x in keep))
+                f.flush()
+                os.fsync(f.fileno())
+            return len(lines) - len(keep)
+
     def pending(self) -> int:
         try:
             with open(self.path, encoding="utf-8") as f:
@@ -160,7 +194,7 @@ class Spool:
                     try:
                         apply(json.loads(ln))
                         done += 1
-                    except IntegrityError:  # can never be stored (e.g. feedback on an unknown answer)
+                    except (IntegrityError, NotYours):  # can never be stored (feedback on an unknown or other's answer)
                         log.error("spool line %d violates the schema; moved to %s", i, self.rejected)
                         with open(self.rejected, "a", encoding="utf-8") as r:
                             r.write(ln + "\n")
@@ -213,8 +247,13 @@ class FeedbackStore:
         row["created_at"] = datetime.fromisoformat(row["created_at"]) if isinstance(row["created_at"], str) \
             else row["created_at"]
         with Session(self.engine) as s, s.begin():
-            if s.get(model, row["id"]) is None:  # replays are idempotent
-                s.add(model(**row))
+            if s.get(model, row["id"]) is not None:  # replays are idempotent
+                return
+            if model is Feedback:  # only the session an answer was served to may rate or correct it
+                answer = s.get(Answer, row["answer_id"])
+                if answer is not None and answer.session_id != row["session_id"] and not record.get("admin"):
+                    raise NotYours(row["answer_id"])
+            s.add(model(**row))
 
     def _write(self, record: dict, what: str) -> Ack:
         try:
@@ -224,8 +263,8 @@ class FeedbackStore:
                 self.flush_spool()
             self._apply(record)
             return Ack(True, f"Thanks, your {what} was saved.", record["id"])
-        except IntegrityError:
-            raise StoreInputError("That answer is unknown: ask again, then rate the new answer.") from None
+        except (IntegrityError, NotYours):
+            raise StoreInputError(UNKNOWN_ANSWER) from None
         except SQLAlchemyError as e:
             log.error("database unavailable (%s): %s spooled locally", type(e).__name__, what)
             self.spool.append({**record, "created_at": record["created_at"].isoformat()})
@@ -243,19 +282,23 @@ class FeedbackStore:
         return self._write(record, "answer")
 
     def add_feedback(self, answer_id: str, session_id: str, rating: int | None = None,
-                     correction: str | None = None, comment: str | None = None) -> Ack:
+                     correction: str | None = None, comment: str | None = None, admin: bool = False) -> Ack:
+        """Feedback on an answer served to `session_id` (`admin`: on any answer). Another session's answer is
+        refused with the same message as an unknown one, so ids reveal nothing."""
         if not answer_id or not isinstance(answer_id, str) or len(answer_id) > 32:
             raise StoreInputError("There is no answer to give feedback on yet.")
-        if rating not in (None, 1, -1):
+        if isinstance(rating, bool) or rating not in (None, 1, -1):
             raise StoreInputError("Rating must be up (1) or down (-1).")
-        correction = check_text("Correction", correction)
-        comment = check_text("Comment", comment)
+        correction = check_text("Correction", correction, MAX_FEEDBACK_CHARS)
+        comment = check_text("Comment", comment, MAX_FEEDBACK_CHARS)
         correction = correction if correction and correction.strip() else None
         comment = comment if comment and comment.strip() else None
         if rating is None and correction is None and comment is None:
             raise StoreInputError("Give a rating, a correction or a comment.")
         record = dict(type="feedback", id=uuid.uuid4().hex, answer_id=answer_id, rating=rating,
                       correction=correction, comment=comment, session_id=session_id, created_at=now())
+        if admin:
+            record["admin"] = True
         return self._write(record, "feedback")
 
     def flush_spool(self) -> int:
@@ -271,9 +314,10 @@ class FeedbackStore:
             return _as_dict(a) if a else None
 
     def session_feedback(self, session_id: str, limit: int = 200) -> list[dict]:
-        """A user's own feedback, newest first: nobody reads another session's rows."""
+        """A user's own feedback on their own answers, newest first: nobody reads another session's rows."""
         q = (select(Feedback, Answer).join(Answer, Feedback.answer_id == Answer.id)
-             .where(Feedback.session_id == session_id).order_by(Feedback.created_at.desc()).limit(limit))
+             .where(Feedback.session_id == session_id, Answer.session_id == session_id)
+             .order_by(Feedback.created_at.desc()).limit(limit))
         with Session(self.engine) as s:
             return [{**_as_dict(a, prefix="answer_"), **_as_dict(f)} for f, a in s.execute(q)]
 
@@ -310,12 +354,30 @@ class FeedbackStore:
 
     # -- admin -----------------------------------------------------------------------------------------
     def delete_session(self, session_id: str) -> int:
-        """Erase one session's answers and feedback (a user's request to be forgotten)."""
+        """Erase one session's answers and feedback (a user's request to be forgotten): the rows, the feedback
+        others left on them, and any spooled copy. SQLite overwrites erased rows (secure_delete)."""
         from sqlalchemy import delete
 
         with Session(self.engine) as s, s.begin():
-            s.execute(delete(Feedback).where(Feedback.session_id == session_id))
+            mine = select(Answer.id).where(Answer.session_id == session_id)
+            s.execute(delete(Feedback).where((Feedback.session_id == session_id) | Feedback.answer_id.in_(mine)))
             n = s.execute(delete(Answer).where(Answer.session_id == session_id)).rowcount
+        self.spool.remove(lambda r: r.get("session_id") == session_id)
+        return n
+
+    def purge_older_than(self, days: float) -> int:
+        """Erase answers (and their feedback) served more than `days` ago; returns how many answers went."""
+        from datetime import timedelta
+
+        from sqlalchemy import delete
+
+        cutoff = now() - timedelta(days=days)
+        with Session(self.engine) as s, s.begin():
+            old = select(Answer.id).where(Answer.created_at < cutoff)
+            s.execute(delete(Feedback).where(Feedback.answer_id.in_(old)))
+            n = s.execute(delete(Answer).where(Answer.created_at < cutoff)).rowcount
+        if n:
+            log.info("retention: erased %d answers older than %g days", n, days)
         return n
 
 

@@ -155,20 +155,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_server(service, tmp_path_factory):
-    """The whole app (tiny models, SQLite store, admin token 's3cret') on 127.0.0.1."""
+# The tests' admin token (admin stays off with a token under 16 characters).
+ADMIN_TOKEN = "s3cret-admin-token"
+
+
+def launch_app(service, store, admin_token: str = ADMIN_TOKEN, max_size: int = 64):
+    """The app as app.py serves it (same queue, launch options and middleware) on a free loopback port."""
     from types import SimpleNamespace
 
+    from app.ui import build_demo, configure_queue, launch_options
+
+    demo = build_demo(service, store, admin_token=admin_token)
+    configure_queue(demo, max_size=max_size)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options())
+    return SimpleNamespace(url=f"http://127.0.0.1:{port}/", store=store, demo=demo)
+
+
+@pytest.fixture(scope="session")
+def app_server(service, tmp_path_factory):
+    """The whole app (tiny models, SQLite store, admin token ADMIN_TOKEN) on 127.0.0.1."""
+    from app.ui import close_demo
     from feedback.store import FeedbackStore
-    from app.ui import LAUNCH, build_demo, close_demo
 
     d = tmp_path_factory.mktemp("appdb")
     store = FeedbackStore(f"sqlite:///{d / 'f.sqlite3'}", d / "spool.jsonl", salt="t")
     store.migrate()
-    demo = build_demo(service, store, admin_token="s3cret")
-    demo.queue(default_concurrency_limit=2, max_size=64)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH)
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", store=store, demo=demo)
-    close_demo(demo)
+    server = launch_app(service, store)
+    yield server
+    close_demo(server.demo)

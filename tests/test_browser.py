@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks import REGISTRY
+from tests.conftest import ADMIN_TOKEN
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
@@ -141,4 +142,4 @@ def test_tab_answers_streams_and_takes_feedback(browser, app_server, chatty_mode
 def test_no_secret_on_the_page(browser, app_server):
     browser.get(app_server.url)
     _wait(lambda: "Small-GPT" in browser.page_source, what="page")
-    assert "s3cret" not in browser.page_source  # the admin token is only ever compared server-side
+    assert ADMIN_TOKEN not in browser.page_source  # the admin token is only ever compared server-side

@@ -7,16 +7,17 @@ from app.feedback import AdminRefused, check_admin, record_reply
 from feedback.export import export_zip, parse_time
 from serving.service import Reply
 from feedback.store import StoreInputError
+from tests.conftest import ADMIN_TOKEN
 
 
 def test_admin_token_is_required_and_checked():
     with pytest.raises(AdminRefused, match="disabled"):
         check_admin("", "anything")
     with pytest.raises(AdminRefused, match="Wrong"):
-        check_admin("s3cret", "guess")
+        check_admin(ADMIN_TOKEN, "guess")
     with pytest.raises(AdminRefused, match="Wrong"):
-        check_admin("s3cret", None)
-    check_admin("s3cret", "s3cret")
+        check_admin(ADMIN_TOKEN, None)
+    check_admin(ADMIN_TOKEN, ADMIN_TOKEN)
     check_admin("ünï©ødé", "ünï©ødé")
 
 

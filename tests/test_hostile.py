@@ -5,9 +5,11 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from app.limits import RateLimited, RateLimiter
+from app.limits import Limits, RateLimited
+from feedback.store import MAX_FEEDBACK_CHARS
 from serving.service import ServiceError
 from tasks import REGISTRY, TaskInputError
+from tests.conftest import ADMIN_TOKEN
 
 HOSTILE = {
     "empty": "",
@@ -73,9 +75,10 @@ def test_api_with_hostile_input_keeps_the_server_and_the_data(client, app_server
     # hostile feedback: stored byte for byte or refused with a message
     *_, answer_id = client.predict("fine", api_name="/sentiment")
     text = HOSTILE[case]
-    if "\x00" in text:
-        with pytest.raises(AppError):
+    if "\x00" in text or len(text) > MAX_FEEDBACK_CHARS:
+        with pytest.raises(AppError, match="NUL|too long"):
             client.predict(answer_id, None, None, text, api_name="/feedback")
+        assert {r["id"]: r for r in store.export_rows()}.get(answer_id, {}).get("comment") is None
     elif text.strip():
         assert "saved" in client.predict(answer_id, None, None, text, api_name="/feedback")
         assert {r["id"]: r for r in store.export_rows()}[answer_id]["comment"] == text
@@ -111,14 +114,40 @@ def test_property_random_strings_through_the_api(client, text, name):
         assert "enter some text" in str(e) or "letters or digits" in str(e)
 
 
-def test_rate_limiter():
-    lim = RateLimiter(per_minute=3)
+def test_limits_per_address_per_kind_and_global():
+    lim = Limits({"generate": 3, "classify": 5}, global_per_minute=7)
     for _ in range(3):
-        lim.check("a")
-    with pytest.raises(RateLimited, match="wait"):
-        lim.check("a")
-    lim.check("b")  # per session
-    RateLimiter(per_minute=0).check("a")
+        lim.check("generate", "10.0.0.1")
+    with pytest.raises(RateLimited, match="wait") as e:
+        lim.check("generate", "10.0.0.1")
+    assert 1 <= e.value.retry_after_s <= 60
+    lim.check("classify", "10.0.0.1")  # another kind has its own budget
+    lim.check("generate", "10.0.0.2")  # another address too
+    for _ in range(2):
+        lim.check("classify", "10.0.0.3")
+    with pytest.raises(RateLimited, match="all users"):  # 7 taken in all: the global budget is spent
+        lim.check("classify", "10.0.0.4")
+    Limits({"generate": 0}).check("generate", "a")  # 0: no limit
+
+
+def test_failed_admin_attempts_back_off_exponentially(monkeypatch):
+    import app.limits as limits
+
+    clock = [1000.0]
+    monkeypatch.setattr(limits.time, "monotonic", lambda: clock[0])
+    lim = Limits({}, admin_base_delay_s=1.0)
+    waits = []
+    for _ in range(5):
+        lim.admin_attempt("a")  # allowed: the previous wait has passed
+        lim.admin_failed("a")
+        with pytest.raises(RateLimited) as e:
+            lim.admin_attempt("a")
+        waits.append(e.value.retry_after_s)
+        clock[0] += e.value.retry_after_s + 0.01
+    assert waits == [1, 2, 4, 8, 16]
+    lim.admin_attempt("b")  # per address
+    lim.admin_succeeded("a")
+    lim.admin_attempt("a")
 
 
 def test_admin_token_never_logged(app_server, caplog):
@@ -128,8 +157,8 @@ def test_admin_token_never_logged(app_server, caplog):
 
     caplog.set_level(logging.DEBUG)
     with pytest.raises(AdminRefused):
-        check_admin("s3cret", "wrong-guess")
-    assert "s3cret" not in caplog.text and "wrong-guess" not in caplog.text
+        check_admin(ADMIN_TOKEN, "wrong-guess")
+    assert ADMIN_TOKEN not in caplog.text and "wrong-guess" not in caplog.text
     from config import Settings
 
-    assert "s3cret" not in repr(Settings(admin_token="s3cret"))
+    assert ADMIN_TOKEN not in repr(Settings(admin_token=ADMIN_TOKEN))

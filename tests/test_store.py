@@ -18,7 +18,7 @@ ODD = [
     "<script>alert(1)</script> [x](javascript:alert(1)) ![i](http://e/x.png)",
     "=HYPERLINK(\"http://x\")",
     "tab\tnew\nline\r\nend \u200b\ufeff",
-    "x" * 1_000_000,
+    "x" * 4_000,  # the longest correction or comment kept (MAX_FEEDBACK_CHARS)
 ]
 
 
@@ -60,7 +60,7 @@ def test_bad_feedback_is_refused_with_a_message(store):
     with pytest.raises(StoreInputError, match="Give a rating"):
         store.add_feedback(a, "s1", correction="   ")
     with pytest.raises(StoreInputError, match="too long"):
-        store.add_feedback(a, "s1", comment="x" * 2_000_001)
+        store.add_feedback(a, "s1", comment="x" * 4_001)
     with pytest.raises(StoreInputError, match="unknown"):
         store.add_feedback("0" * 32, "s1", rating=1)
     assert store.count() == (1, 0)
@@ -69,6 +69,7 @@ def test_bad_feedback_is_refused_with_a_message(store):
 @pytest.mark.parametrize("text", ODD, ids=range(len(ODD)))
 def test_odd_text_is_stored_and_exported_byte_for_byte(store, tmp_path, text):
     from feedback.export import write_export
+    from feedback.store import MAX_INPUT_CHARS
 
     a = _answer(store, text=text)
     store.add_feedback(a, "s1", rating=-1, correction=text, comment=text)
@@ -80,6 +81,13 @@ def test_odd_text_is_stored_and_exported_byte_for_byte(store, tmp_path, text):
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "out" / "sft.parquet").to_pylist()[0]["completion"] == text
+    if len(text) > 1000:  # the longest stored input is kept whole too; one character more is refused
+        def record(n):
+            return store.record_answer(task="qa", input_text="y" * n, output="o", model_version="v", session_id="s")
+
+        assert store.answer(record(MAX_INPUT_CHARS).id)["input_text"] == "y" * MAX_INPUT_CHARS
+        with pytest.raises(StoreInputError, match="too long"):
+            record(MAX_INPUT_CHARS + 1)
 
 
 def _writer(url, spool, n, wid, q):
@@ -166,3 +174,46 @@ def test_admin_can_erase_a_session(store):
     _answer(store, "kept")
     assert store.delete_session("gone") == 1
     assert store.count() == (1, 0)
+
+
+def test_only_the_answers_session_may_rate_it_and_my_feedback_shows_only_own_answers(store):
+    a = _answer(store, "alice", text="my account number is 1234")
+    with pytest.raises(StoreInputError, match="unknown"):  # the same refusal as a missing id
+        store.add_feedback(a, "mallory", rating=-1, correction="overwritten label")
+    assert store.count() == (1, 0) and store.session_feedback("mallory") == []
+    store.add_feedback(a, "admin-session", rating=-1, admin=True)  # an admin may
+    assert store.session_feedback("admin-session") == []  # but it is not the admin's answer to list
+
+
+def test_spooled_feedback_on_another_sessions_answer_is_rejected_at_replay(store, tmp_path):
+    a = _answer(store, "alice")
+    dead = FeedbackStore("postgresql+psycopg://nobody@127.0.0.1:9/none", store.spool.path)
+    assert not dead.add_feedback(a, "mallory", rating=-1).stored  # the database was down: no check possible
+    assert store.flush_spool() == 0 and store.spool.pending() == 0
+    assert store.count() == (1, 0) and store.spool.rejected.exists()
+
+
+def test_erase_removes_the_sessions_rows_feedback_on_them_and_spooled_copies(store):
+    a = _answer(store, "gone")
+    store.add_feedback(a, "admin", rating=1, admin=True)  # someone else's feedback on the erased answer
+    store.spool.append({"type": "feedback", "id": "f" * 32, "answer_id": a, "session_id": "gone", "rating": 1,
+                        "created_at": "2026-11-30T00:00:00+00:00"})
+    store.spool.append({"type": "answer", "id": "k" * 32, "session_id": "kept", "created_at": "x"})
+    assert store.delete_session("gone") == 1
+    assert store.count() == (0, 0) and store.spool.pending() == 1
+
+
+def test_retention_erases_old_answers_and_their_feedback(store):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from feedback.store import Answer, now
+
+    old, new = _answer(store, "s", text="old"), _answer(store, "s", text="new")
+    store.add_feedback(old, "s", rating=1)
+    with Session(store.engine) as s, s.begin():
+        s.execute(update(Answer).where(Answer.id == old).values(created_at=now() - timedelta(days=31)))
+    assert store.purge_older_than(30) == 1
+    assert store.answer(old) is None and store.answer(new) is not None and store.count() == (1, 0)

@@ -22,27 +22,25 @@ def toy(tiny_models_dir):
 def test_a_registered_task_module_is_a_tab_and_an_api_endpoint(toy, service, tmp_path):
     from gradio_client import Client
 
-    from app.ui import LAUNCH, build_demo, close_demo
+    from app.ui import build_demo, close_demo
     from feedback.store import FeedbackStore
-    from tests.conftest import free_port
+    from tests.conftest import launch_app
 
     store = FeedbackStore(f"sqlite:///{tmp_path / 'f.sqlite3'}", tmp_path / "spool.jsonl", salt="t")
     store.migrate()
     demo = build_demo(service, store)
     tab_labels = {b.get("props", {}).get("label") for b in demo.config["components"]}
     assert "Shouting" in tab_labels
-    demo.queue(default_concurrency_limit=2, max_size=16)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH)
+    server = launch_app(service, store)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(server.url, verbose=False)
         assert "/shout" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
         answer, notice, footer, answer_id = client.predict("hello", "Oi", api_name="/shout")
         assert isinstance(answer, str) and "base-tiny" in footer
         row = store.answer(answer_id)
         assert row["task"] == "shout" and "Oi: hello" in row["messages"][-1]["content"]
     finally:
-        close_demo(demo)
+        close_demo(server.demo)
         store.engine.dispose()
 
 

@@ -44,16 +44,19 @@ def configure_queue(demo: gr.Blocks, concurrency: int = 2, max_size: int = 64) -
     return demo.queue(default_concurrency_limit=concurrency, max_size=max_size, api_open=False)
 
 
-class TextInput(gr.Textbox):
-    """A Textbox that refuses a non-string value from an API caller instead of stringifying it."""
+def text_input(**kwargs) -> gr.Textbox:
+    """A Textbox that refuses a non-string value from an API caller instead of stringifying it (Gradio's
+    own preprocess calls str() on anything). Wrapped on the instance: a subclass would need a frontend."""
+    box = gr.Textbox(**kwargs)
 
-    is_template = True  # rendered by the frontend as a plain Textbox
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is not None and not isinstance(payload, str):
-            raise gr.Error(f"{self.label or 'This field'} must be text, not {type(payload).__name__}.",
+            raise gr.Error(f"{box.label or 'This field'} must be text, not {type(payload).__name__}.",
                            print_exception=False)
         return payload
+
+    box.preprocess = preprocess
+    return box
 USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused, RateLimited)
 
 
@@ -192,7 +195,7 @@ class App:
             gr.Markdown(f"**{task.title}.** {task.description}")
             with gr.Row():
                 with gr.Column():
-                    text = TextInput(label=task.input_label, placeholder=task.placeholder, lines=4,
+                    text = text_input(label=task.input_label, placeholder=task.placeholder, lines=4,
                                       max_length=MAX_CHARS, elem_id=f"{task.name}-input")
                     controls = [_widget(c) for c in task.controls]
                     with gr.Row():

@@ -151,28 +151,36 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
 
-    def remove(self, match) -> int:
-        """Drop every spooled record for which `match(record)` is true (an erased session's)."""
+    def _rewrite(self, keep_lines) -> None:
+        """Under both locks: read every line, write back only `keep_lines(lines)`, fsync'ed."""
         with self._lock:
             if not self.path.exists():
-                return 0
+                return
             with open(self.path, "r+", encoding="utf-8") as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
-                lines = [ln for ln in f.read().splitlines() if ln.strip()]
-                keep = []
-                for ln in lines:
-                    try:
-                        drop = match(json.loads(ln))
-                    except ValueError:
-                        drop = False
-                    if not drop:
-                        keep.append(ln)
+                left = keep_lines([ln for ln in f.read().splitlines() if ln.strip()])
                 f.seek(0)
                 f.truncate()
-                f.write("".join(x + "\n" for x in keep))
+                f.write("".join(x + "\n" for x in left))
                 f.flush()
                 os.fsync(f.fileno())
-            return len(lines) - len(keep)
+
+    def remove(self, match) -> int:
+        """Drop every spooled record for which `match(record)` is true (an erased session's)."""
+        removed = [0]
+
+        def keep(lines):
+            def matches(ln):
+                try:
+                    return match(json.loads(ln))
+                except ValueError:
+                    return False
+            kept = [ln for ln in lines if not matches(ln)]
+            removed[0] = len(lines) - len(kept)
+            return kept
+
+        self._rewrite(keep)
+        return removed[0]
 
     def pending(self) -> int:
         try:
@@ -183,33 +191,27 @@ class Spool:
 
     def drain(self, apply) -> int:
         """Apply every spooled record (idempotent by id); keep the ones that still fail."""
-        with self._lock:
-            if not self.path.exists():
-                return 0
-            with open(self.path, "r+", encoding="utf-8") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                lines = [ln for ln in f.read().splitlines() if ln.strip()]
-                done, left = 0, []
-                for i, ln in enumerate(lines):
-                    try:
-                        apply(json.loads(ln))
-                        done += 1
-                    except (IntegrityError, NotYours):  # can never be stored (feedback on an unknown or other's answer)
-                        log.error("spool line %d violates the schema; moved to %s", i, self.rejected)
-                        with open(self.rejected, "a", encoding="utf-8") as r:
-                            r.write(ln + "\n")
-                    except SQLAlchemyError:
-                        left = lines[i:]  # database gone again: keep this and the rest, in order
-                        break
-                    except ValueError:
-                        log.error("spool line %d is not valid JSON; kept aside", i)
-                        left.append(ln)
-                f.seek(0)
-                f.truncate()
-                f.write("".join(x + "\n" for x in left))
-                f.flush()
-                os.fsync(f.fileno())
-            return done
+        done = [0]
+
+        def keep(lines):
+            left = []
+            for i, ln in enumerate(lines):
+                try:
+                    apply(json.loads(ln))
+                    done[0] += 1
+                except (IntegrityError, NotYours):  # can never be stored (feedback on an unknown or other's answer)
+                    log.error("spool line %d can never be stored; moved to %s", i, self.rejected)
+                    with open(self.rejected, "a", encoding="utf-8") as r:
+                        r.write(ln + "\n")
+                except SQLAlchemyError:
+                    return left + lines[i:]  # database gone again: keep this and the rest, in order
+                except ValueError:
+                    log.error("spool line %d is not valid JSON; kept aside", i)
+                    left.append(ln)
+            return left
+
+        self._rewrite(keep)
+        return done[0]
 
 
 class FeedbackStore:

@@ -107,7 +107,8 @@ def tiny_settings(tiny_models_dir):
     from config import Settings
 
     return Settings(models_dir=tiny_models_dir, provider="cpu", precision="auto", max_input_tokens=768,
-                    max_new_tokens_cap=24, generations_per_minute=0)
+                    max_new_tokens_cap=24, generations_per_minute=0,
+                    classifications_per_minute=0, feedback_per_minute=0, global_requests_per_minute=0)
 
 
 @pytest.fixture(scope="session")

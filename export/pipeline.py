@@ -16,7 +16,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     from export.base_model import prepare_base
     from export.card import write_card
     from export.evaluate import evaluate_task
-    from export.finetuned import adapter_dir, build_tuned_version
+    from export.finetuned import adapter_dir, build_tuned_version, write_adapter_meta
     from export.prepare import register_base_version
     from export.train import config_for, load_extra
     from export.train import train as train_adapter
@@ -36,6 +36,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
         cfg = config_for(task, scale, steps, time_budget)
         extra_rows = [r for p in (extra or []) for r in load_extra(Path(p), task)]
         train_adapter(task, splits, base_dir, folder, cfg, extra_rows)
+        write_adapter_meta(folder, base_dir)  # the base hash it was trained on: no other base will serve it
     facts = json.loads(facts_path.read_text())
     base_mv = register_base_version(s, list(REGISTRY))  # the zero-shot comparison (and fallback) version
     tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False)  # registered once, with metrics

@@ -24,6 +24,8 @@ class Backend:
     @property
     def describe(self) -> str:
         tuned = "fine-tuned" if self.version.tuned else "un-tuned base model (zero-shot prompt)"
+        if self.version.note:  # e.g. "un-tuned base model: adapter X was trained on a different base: ..."
+            tuned = f"{tuned.split(' (')[0]}: {self.version.note}"
         return (f"model {self.version.version} ({tuned}) · {self.placement.provider.replace('ExecutionProvider', '')}"
                 f" · {self.placement.precision}")
 

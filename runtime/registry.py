@@ -43,6 +43,8 @@ class ModelVersion:
     base_model: str = ""
     metrics: dict = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    base_sha256: str = ""  # sha256 of the base GGUF the served weights come from ("" if unverified)
+    note: str = ""  # why this version serves (e.g. the task's adapter was refused: trained on another base)
 
     def __post_init__(self):
         self.kind = ModelKind(self.kind)

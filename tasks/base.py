@@ -78,6 +78,9 @@ class Task:
     upload_label: str = ""
     # Optional one-off work to do at start, after the model loads (e.g. building a retrieval index).
     warmup: Callable[[], None] | None = None
+    # Choices (a direction, a style) whose held-out result is below its bar: choice -> why, with the figure.
+    # The UI marks them experimental beside the control and under each answer that used one.
+    experimental: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def options(self, values: dict) -> dict:
         """Validated control values, defaults filled in."""

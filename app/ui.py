@@ -535,7 +535,8 @@ class App:
                  "measured on examples kept out of training."]
         for name, task in self.service.tasks.items():
             b = self.service.models.peek(name)
-            lines = [f"**{task.title}.** {STRENGTHS.get(name, task.description)}"]
+            tuned = b is None or b.version.tuned  # the sentences describe the committed fine-tuned models
+            lines = [f"**{task.title}.** {STRENGTHS.get(name, task.description) if tuned else task.description}"]
             if b is None:
                 lines.append("Its model is still loading: this page updates when you open it again.")
             else:

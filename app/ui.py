@@ -4,8 +4,11 @@ from __future__ import annotations
 import html
 import inspect
 import logging
+import os
 import threading
 import uuid
+from datetime import timezone
+from pathlib import Path
 
 import gradio as gr
 
@@ -24,6 +27,17 @@ CSS = """
 footer {visibility: hidden}
 .model-footer {font-size: 0.85em; opacity: 0.8}
 .notice {color: #9a6700}
+/* Every tab stays in the tab bar (wrapping on narrow screens) instead of hiding behind "⋯", so the open tab
+   always shows: Gradio measures the hidden copies of the buttons to decide what overflows; at zero width
+   nothing does. */
+.tab-wrapper .tab-container.visually-hidden > button {display: none !important}
+.tab-wrapper {height: auto !important}
+.tab-wrapper .tab-container[role=tablist] {flex-wrap: wrap; height: auto; overflow: visible}
+.tab-wrapper .tab-container[role=tablist] > button {height: var(--size-8)}
+.my-feedback table {width: 100%; table-layout: fixed; border-collapse: collapse; font-size: 0.9em}
+.my-feedback th, .my-feedback td {text-align: left; vertical-align: top; padding: 4px 8px;
+  border-bottom: 1px solid var(--border-color-primary); overflow-wrap: anywhere}
+.my-feedback col.when {width: 11em} .my-feedback col.tab {width: 9em} .my-feedback col.rating {width: 5.5em}
 """
 # Uploaded files and exports in Gradio's cache are deleted this long after they were written (seconds).
 CACHE_LIFETIME_S = 3600
@@ -35,7 +49,10 @@ def launch_options() -> dict:
     from starlette.middleware import Middleware
 
     return dict(css=CSS, show_error=True, max_file_size=MAX_UPLOAD_BYTES,
-                app_kwargs={"middleware": [Middleware(SecurityHeaders)]})
+                app_kwargs={"middleware": [Middleware(SecurityHeaders)]},
+                # the model cards are served from the adapters folder unless NLPAPP_MODEL_CARD_URL (or a
+                # Space) names a page
+                allowed_paths=[str(p) for p in sorted(ADAPTERS.glob("*/README.md"))])
 
 
 def configure_queue(demo: gr.Blocks, concurrency: int = 2, max_size: int = 64) -> gr.Blocks:
@@ -57,7 +74,40 @@ def text_input(**kwargs) -> gr.Textbox:
 
     box.preprocess = preprocess
     return box
+
+
 USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused, RateLimited)
+
+ADAPTERS = Path(__file__).resolve().parent.parent / "adapters"
+
+# What each model is good and bad at, in plain words (from its model card); a task not listed shows its
+# description instead.
+STRENGTHS = {
+    "generate": "Good at short quotations in the spirit of the line you give; the Chinese poems keep the "
+                "four-line form but rarely make sense, and free text drifts after a few sentences.",
+    "qa": "Good at everyday shop questions its help articles cover (delivery, returns, payment); it sometimes "
+          "answers from a neighbouring article, and some off-topic questions get an answer instead of a human.",
+    "sentiment": "Good at clear-cut opinions about films and products; mixed, sarcastic or very short comments "
+                 "often go wrong.",
+    "finnews": "Good at headlines with plainly good or bad news (profits up, shares slump); less reliable on "
+               "neutral or mixed ones.",
+    "summarize": "Trained on software package descriptions: good at one-line summaries of technical texts, "
+                 "weaker on stories and news.",
+    "translate": "A very small model trained on Bible verses: expect the gist of short, simple sentences at "
+                 "best, with wrong words and an old-fashioned style.",
+}
+
+# gr.HTML runs this when the table mounts and after every update: times are shown in the browser's own zone.
+LOCAL_TIMES_JS = """
+const fmt = new Intl.DateTimeFormat(undefined, {day: 'numeric', month: 'short', year: 'numeric',
+                                                hour: '2-digit', minute: '2-digit'});
+const localise = () => element.querySelectorAll('time[datetime]').forEach((t) => {
+  const d = new Date(t.getAttribute('datetime'));
+  if (!isNaN(d)) { t.textContent = fmt.format(d); t.title = d.toUTCString(); }
+});
+localise();
+watch('value', localise);
+"""
 
 
 def close_demo(demo: gr.Blocks, timeout_s: float = 5.0) -> None:
@@ -81,15 +131,49 @@ def close_demo(demo: gr.Blocks, timeout_s: float = 5.0) -> None:
     demo.close(verbose=False)
 
 
-def _widget(c: Control):
+def _widget(task: Task, c: Control):
+    elem_id = f"{task.name}-{c.name}"
     if c.choices:
-        return gr.Dropdown(choices=list(c.choices), value=c.default, label=c.label)
-    return gr.Slider(minimum=c.minimum, maximum=c.maximum, value=c.default, step=c.step, label=c.label)
+        risky = [f"{k} ({v})" for k, v in task.experimental.items() if k in c.choices]
+        info = ("⚠️ Experimental: " + "; ".join(risky) + ".") if risky else None
+        return gr.Dropdown(choices=list(c.choices), value=c.default, label=c.label, info=info, elem_id=elem_id)
+    return gr.Slider(minimum=c.minimum, maximum=c.maximum, value=c.default, step=c.step, label=c.label,
+                     elem_id=elem_id)
+
+
+def _example_label(task: Task, example: tuple) -> str:
+    """What an example shows: its text (shortened) and the choices it makes, e.g. the direction."""
+    text, *values = example
+    text = " ".join(str(text).split())
+    if len(text) > 90:
+        text = text[:89].rstrip() + "…"
+    choices = [str(v) for c, v in zip(task.controls, values) if c.choices]
+    return f"{text} ({', '.join(choices)})" if choices else text
+
+
+def _tokens_by_choice(task: Task) -> tuple[int, int, dict]:
+    """(choice control index, max tokens control index, {choice: max tokens of its example}) when a task has both
+    controls, e.g. a poem style needs more tokens than a quote; (-1, -1, {}) otherwise."""
+    names = [c.name for c in task.controls]
+    choice = next((i for i, c in enumerate(task.controls) if c.choices), -1)
+    if choice < 0 or "max_new_tokens" not in names:
+        return -1, -1, {}
+    tokens = names.index("max_new_tokens")
+    found: dict = {}
+    for ex in task.examples:
+        if len(ex) > 1 + max(choice, tokens):
+            found.setdefault(ex[1 + choice], ex[1 + tokens])
+    return choice, tokens, found
 
 
 def _notice_md(notices: list[str]) -> str:
     # escape: nothing a user typed is ever rendered as HTML or Markdown
     return "\n\n".join(f"⚠️ {html.escape(n)}" for n in notices if n)
+
+
+def _cell(text) -> str:
+    """User text inside the My feedback HTML: escaped, and no template syntax left for gr.HTML to fill in."""
+    return html.escape(str(text or "")).replace("$", "&#36;").replace("{", "&#123;").replace("}", "&#125;")
 
 
 def _user_error(e: Exception, where: str):
@@ -99,6 +183,58 @@ def _user_error(e: Exception, where: str):
     raise gr.Error("Something went wrong. Please try again.", print_exception=False) from None
 
 
+def _card_url(task_name: str) -> str | None:
+    """The model card's address: under NLPAPP_MODEL_CARD_URL, on the Space's repository, or served here."""
+    base = os.environ.get("NLPAPP_MODEL_CARD_URL", "").strip().rstrip("/")
+    if base:
+        return f"{base}/{task_name}/README.md"
+    if os.environ.get("SPACE_ID"):
+        return f"https://huggingface.co/spaces/{os.environ['SPACE_ID']}/blob/main/adapters/{task_name}/README.md"
+    card = ADAPTERS / task_name / "README.md"
+    return f"gradio_api/file={card}" if card.exists() else None
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.0f}%"
+
+
+def figure_in_words(version) -> str:
+    """The held-out result of a model version as a sentence (no metric names a user would have to look up)."""
+    if not version.tuned:
+        return "It is the untuned base model with a task prompt; it has not been measured on this task."
+    m = version.metrics or {}
+    ft, base = m.get("fine_tuned") or {}, m.get("base_zero_shot") or {}
+    n = m.get("held_out_examples")
+    on = f"On {n:,} examples kept out of training" if n else "On examples kept out of training"
+    try:
+        if "retrieval_hit_at_1" in ft:
+            said = (f"{on} it found the right help article first for {_pct(ft['retrieval_hit_at_1'])} of the "
+                    f"questions it can answer and passed {_pct(ft['handover_rate_out_of_scope'])} of off-topic "
+                    "questions to a human.")
+        elif "accuracy" in ft:
+            said = (f"{on} it picked the right label {_pct(ft['accuracy'])} of the time "
+                    f"(the untuned model: {_pct(base.get('accuracy', 0))}).")
+        elif "chrF" in ft:
+            said = (f"{on} its translations scored {ft['chrF']:.0f} out of 100 for closeness to a human "
+                    f"translation (the untuned model: {base.get('chrF', 0):.0f}).")
+        elif "perplexity" in ft:
+            said = (f"{on} it was {1 - ft['perplexity'] / base['perplexity']:.0%} less surprised by the real "
+                    "continuation than the untuned model.")
+        elif "rougeL" in ft:
+            said = (f"{on} its summaries shared about {_pct(ft['rougeL'])} of their wording with a human-written "
+                    f"one (the untuned model: {_pct(base.get('rougeL', 0))}).")
+        else:
+            return "Its measured results are in the model card."
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return "Its measured results are in the model card."
+    target = str(m.get("target", ""))
+    if target.startswith("met"):
+        return said + " That meets the quality target set for it."
+    if target.startswith("MISSED"):
+        return said + " That is below the quality target set for it: treat its answers as drafts."
+    return said
+
+
 class App:
     """Holds the service, the store and the admin token; builds the Blocks."""
 
@@ -106,6 +242,9 @@ class App:
         self.service, self.store = service, store
         self.admin_token = usable_admin_token(admin_token)  # stripped; "" (admin off) when too short
         self.limits = Limits.from_settings(service.settings)
+        self.footers: list = []  # (task, Markdown): filled when the page loads
+        self.operator_panels: list = []  # shown only once the admin token has been entered
+        self.admin_key = None  # gr.State: the token this browser session unlocked admin with
 
     def address(self, request: gr.Request | None) -> str:
         """The client's address, for rate limits only (held in memory, never stored)."""
@@ -134,6 +273,23 @@ class App:
         return f"Runs on: {html.escape(self.service.describe(task.name))}"
 
     # -- task handlers ---------------------------------------------------------------------------------
+    @staticmethod
+    def answer_notes(task: Task, reply) -> list[str]:
+        """What the user should know about a finished answer: it was cut, or it used an experimental choice."""
+        notes = []
+        if getattr(reply, "truncated", False):
+            limit = reply.settings.get("max_new_tokens")
+            control = next((c for c in task.controls if c.name == "max_new_tokens"), None)
+            if control is not None and reply.options.get("max_new_tokens", limit) <= limit < control.maximum:
+                notes.append(f"The answer was cut at the max-tokens limit ({limit} tokens); raise "
+                             f"'{control.label}' for more.")
+            else:
+                notes.append(f"The answer was cut at {limit} tokens, the most this server writes for this tab.")
+        for value in reply.options.values():
+            if isinstance(value, str) and value in task.experimental:
+                notes.append(f"{value} is experimental: {task.experimental[value]}.")
+        return notes
+
     def handler(self, task: Task):
         """The tab's submit function. Its signature names the text and each control (the API shows them), and
         ends with a gr.Request, which Gradio injects there: it gives the session that feedback links to."""
@@ -152,7 +308,8 @@ class App:
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, task.name)
                 answer_id, note = record_reply(self.store, reply, self.session_id(request))
-                return reply.probabilities, _notice_md(reply.notices + [note]), self.footer(task), answer_id
+                notes = reply.notices + self.answer_notes(task, reply) + [note]
+                return reply.probabilities, _notice_md(notes), self.footer(task), answer_id
         else:
             def fn(*args):
                 text, controls, request = split(args)
@@ -165,7 +322,8 @@ class App:
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, task.name)
                 answer_id, note = record_reply(self.store, reply, self.session_id(request))
-                yield reply.text, _notice_md(reply.notices + [note]), self.footer(task), answer_id
+                notes = reply.notices + self.answer_notes(task, reply) + [note]
+                yield reply.text, _notice_md(notes), self.footer(task), answer_id
 
         P = inspect.Parameter
         fn.__signature__ = inspect.Signature(
@@ -189,26 +347,49 @@ class App:
             _user_error(e, "feedback")
         return ("✅ " if ack.stored else "⚠️ ") + html.escape(ack.message)
 
+    def page_feedback(self, answer_id: str, request: gr.Request | None, saved: str, **given) -> tuple[str, bool]:
+        """Feedback from the page: (acknowledgement, stored). An error comes back as the acknowledgement itself,
+        so it replaces whatever the last action said (a raised gr.Error would leave a stale 'saved' beside it)."""
+        if self.store is None:
+            return "⚠️ Feedback is not enabled on this server.", False
+        try:
+            ack = submit_feedback(self.store, self.service.tasks, answer_id, self.session_id(request), **given)
+        except USER_ERRORS as e:
+            return f"⚠️ {html.escape(str(e))}", False
+        except Exception:  # noqa: BLE001
+            log.exception("unexpected error in feedback")
+            return "⚠️ Something went wrong. Please try again.", False
+        return (saved if ack.stored else "⚠️ " + html.escape(ack.message)), True
+
     # -- layout ----------------------------------------------------------------------------------------
     def build_tab(self, task: Task) -> None:
-        with gr.Tab(task.title, id=task.name):
+        with gr.Tab(task.title, id=task.name) as tab:
             gr.Markdown(f"**{task.title}.** {task.description}")
             with gr.Row():
                 with gr.Column():
                     text = text_input(label=task.input_label, placeholder=task.placeholder, lines=4,
                                       max_length=MAX_CHARS, elem_id=f"{task.name}-input")
-                    controls = [_widget(c) for c in task.controls]
+                    controls = [_widget(task, c) for c in task.controls]
                     with gr.Row():
-                        clear = gr.Button("Clear")
+                        clear = gr.Button("Clear", elem_id=f"{task.name}-clear")
                         submit = gr.Button("Submit", variant="primary", elem_id=f"{task.name}-submit")
+                    if task.examples:
+                        # Labels, not the inputs' own renderings: Gradio 6.17's Examples of a tab that is not open
+                        # at page load lose their components' props when the tab opens and render as empty 2x2 px
+                        # buttons (a TypeError per example in the console); labelled examples skip that path. A
+                        # click still fills every input, the controls included.
+                        gr.Examples(examples=[list(e) for e in task.examples], inputs=[text, *controls],
+                                    example_labels=[_example_label(task, e) for e in task.examples],
+                                    label="Examples (click one, then Submit)")
                 with gr.Column():
                     if task.kind == "classify":
                         answer = gr.Label(label="Prediction", num_top_classes=len(task.labels),
                                           elem_id=f"{task.name}-output")
                     else:
                         answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id=f"{task.name}-output")
-                    notice = gr.Markdown(elem_classes=["notice"])
-                    answer_id = gr.Textbox(visible=False, label="answer id", elem_id=f"{task.name}-answer-id")
+                    notice = gr.Markdown(elem_classes=["notice"], elem_id=f"{task.name}-notice")
+                    answer_id = gr.Textbox(visible="hidden", label="answer id", elem_id=f"{task.name}-answer-id")
+                    rated = gr.State(None)  # this answer's current rating in this page: 1, -1 or None
                     with gr.Group(visible=self.store is not None):
                         with gr.Row():
                             up = gr.Button("👍 Good answer", size="sm", elem_id=f"{task.name}-up")
@@ -222,59 +403,109 @@ class App:
                         comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id=f"{task.name}-comment")
                         send = gr.Button("Send correction", size="sm", elem_id=f"{task.name}-send")
                         ack = gr.Markdown(elem_id=f"{task.name}-ack")
-            if task.upload is not None:
+            if task.upload is not None and self.admin_token:
                 self.build_upload(task)
-            if task.examples:
-                gr.Examples(examples=[list(e) for e in task.examples], inputs=[text, *controls],
-                            label="Examples (click one, then Submit)")
-            footer = gr.Markdown(lambda: self.footer(task), elem_classes=["model-footer"])
+            # A static value, refreshed when the page loads and the tab opens (never a loading spinner)
+            footer = gr.Markdown(self.footer(task), elem_classes=["model-footer"], elem_id=f"{task.name}-footer")
+            self.footers.append((task, footer))
+            tab.select(lambda: self.footer(task), None, footer, show_progress="hidden", queue=False,
+                       api_visibility="private")
+
+            choice, tokens, by_choice = _tokens_by_choice(task)
+            if by_choice:  # a style chosen by hand brings the max tokens its example uses (a poem needs ~150)
+                controls[choice].input(lambda v, n: by_choice.get(v, n), [controls[choice], controls[tokens]],
+                                       controls[tokens], show_progress="hidden", queue=False,
+                                       api_visibility="private")
+
+            no_rating = gr.update(variant="secondary")
+            reset = [ack, up, down, correction, comment, rated]
+
+            def fresh():  # the feedback area of a new (or no) answer
+                return "", no_rating, no_rating, None if task.kind == "classify" else "", "", None
 
             heavy = task.kind == "generate"
-            submit.click(lambda: ("", None, ""), None, [ack, correction, comment], api_visibility="private",
-                         queue=False)
+            submit.click(lambda: ("", *fresh()), None, [answer_id, *reset], api_visibility="private", queue=False)
             submit.click(self.handler(task), [text, *controls], [answer, notice, footer, answer_id],
                          api_name=task.name, concurrency_id="generate" if heavy else "classify",
                          concurrency_limit=2 if heavy else 8)
-            clear.click(lambda: ("", None, "", ""), None, [text, answer, notice, answer_id],
+            clear.click(lambda: ("", None, "", "", *fresh()), None, [text, answer, notice, answer_id, *reset],
                         api_visibility="private", queue=False)
-            def rate_up(i, request: gr.Request):
-                return self.feedback(i, 1, request=request)
 
-            def rate_down(i, request: gr.Request):
-                return self.feedback(i, -1, request=request)
+            def rate(rating: int):
+                def fn(i, before, request: gr.Request):
+                    mark = "👍" if rating == 1 else "👎"
+                    replaced = ""
+                    if before and before != rating:
+                        replaced = f" (replaces your {'👍' if before == 1 else '👎'})"
+                    msg, ok = self.page_feedback(i, request, f"{mark} saved{replaced}", rating=rating)
+                    if not ok:
+                        return msg, gr.update(), gr.update(), before
+                    return (msg, gr.update(variant="primary" if rating == 1 else "secondary"),
+                            gr.update(variant="primary" if rating == -1 else "secondary"), rating)
+                return fn
 
             def correct(i, c, m, request: gr.Request):
-                return self.feedback(i, None, c, m, request=request)
+                c = c if isinstance(c, str) and c.strip() else None
+                m = m.strip() if isinstance(m, str) and m.strip() else None
+                if i and not c and not m:
+                    return ("⚠️ Pick the correct label first." if task.kind == "classify"
+                            else "⚠️ Write a better answer (or a comment) first.")
+                what = "Correction and comment saved" if c and m else "Correction saved" if c else "Comment saved"
+                return self.page_feedback(i, request, what, correction=c, comment=m)[0]
 
-            up.click(rate_up, [answer_id], [ack], api_visibility="private")
-            down.click(rate_down, [answer_id], [ack], api_visibility="private")
+            up.click(rate(1), [answer_id, rated], [ack, up, down, rated], api_visibility="private")
+            down.click(rate(-1), [answer_id, rated], [ack, up, down, rated], api_visibility="private")
             send.click(correct, [answer_id, correction, comment], [ack], api_visibility="private")
 
     def build_upload(self, task: Task) -> None:
-        """Operator upload (admin token required): type, size and content are checked before anything changes."""
-        with gr.Accordion(task.upload_label, open=False):
-            token = gr.Textbox(label="Admin token", type="password")
+        """Operator upload: shown once the admin token is entered (Admin tab), checked again on every upload;
+        type, size and content are checked before anything changes."""
+        with gr.Accordion(task.upload_label, open=False, visible=False, elem_id=f"{task.name}-upload") as panel:
             file = gr.File(label="CSV file", file_types=[".csv"], type="binary")
             go = gr.Button("Replace")
             result = gr.Markdown()
 
-            def replace_resources(tok, data, request: gr.Request):
+            def replace_resources(key, data, request: gr.Request):
                 try:
-                    self.check_admin(tok, request)
+                    self.check_admin(key, request)
                     if not data:
                         raise TaskInputError("Choose a CSV file first.")
                     return html.escape(task.upload(bytes(data)))
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, f"{task.name} upload")
 
-            go.click(replace_resources, [token, file], [result], api_visibility="private")
+            go.click(replace_resources, [self.admin_key, file], [result], api_visibility="private")
+        self.operator_panels.append(panel)
+
+    def feedback_html(self, rows: list[dict]) -> str:
+        """A user's feedback as a table that fits the page: tab titles, times in the browser's zone (the <time>
+        elements are rewritten by LOCAL_TIMES_JS; without script they read in UTC)."""
+        if not rows:
+            return "<p>No feedback from this browser session yet: rate or correct an answer in any tab.</p>"
+        cut = lambda s: _cell((s or "")[:300])  # noqa: E731
+        body = []
+        for r in rows:
+            t = r["created_at"]
+            t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+            task = self.service.tasks.get(r["answer_task"])
+            gave = "<br>".join(x for x in (
+                f"Correction: {cut(r['correction'])}" if r.get("correction") else "",
+                f"Comment: {cut(r['comment'])}" if r.get("comment") else "") if x)
+            body.append(
+                f"<tr><td><time datetime=\"{t.isoformat()}\">{t.strftime('%d %b %Y, %H:%M')} UTC</time></td>"
+                f"<td>{_cell(task.title if task else r['answer_task'])}</td><td>{cut(r['answer_input_text'])}</td>"
+                f"<td>{cut(r['answer_output'])}</td><td>{ {1: '👍', -1: '👎'}.get(r['rating'], '')}</td>"
+                f"<td>{gave}</td></tr>")
+        return ("<div class='my-feedback'><table><colgroup><col class='when'><col class='tab'><col><col>"
+                "<col class='rating'><col></colgroup><thead><tr><th>When</th><th>Tab</th><th>Your text</th>"
+                "<th>Answer</th><th>Rating</th><th>Your correction or comment</th></tr></thead><tbody>"
+                + "".join(body) + "</tbody></table></div>")
 
     def build_my_feedback(self) -> None:
-        with gr.Tab("My feedback", id="my-feedback"):
+        with gr.Tab("My feedback", id="my-feedback") as tab:
             gr.Markdown("The ratings and corrections you gave in this browser session. Nobody else's are shown.")
-            show = gr.Button("Show my feedback", elem_id="my-feedback-show")
-            table = gr.Dataframe(headers=["time", "task", "input", "answer", "rating", "correction", "comment"],
-                                 datatype=["str"] * 7, interactive=False, wrap=True)
+            table = gr.HTML("", js_on_load=LOCAL_TIMES_JS, elem_id="my-feedback-table")
+            show = gr.Button("Refresh", size="sm", elem_id="my-feedback-show")
 
             def mine(request: gr.Request = None):
                 try:
@@ -282,34 +513,55 @@ class App:
                 except Exception as e:  # noqa: BLE001
                     log.exception("reading feedback failed")
                     raise gr.Error("The feedback database is unavailable right now.") from e
-                cut = lambda s: (s or "")[:300]  # noqa: E731
-                return [[r["created_at"].isoformat(timespec="seconds"), r["answer_task"], cut(r["answer_input_text"]),
-                         cut(r["answer_output"]), {1: "👍", -1: "👎"}.get(r["rating"], ""), cut(r["correction"]),
-                         cut(r["comment"])] for r in rows]
+                return self.feedback_html(rows)
 
+            tab.select(mine, None, table, show_progress="hidden", api_visibility="private")
             show.click(mine, None, table, api_visibility="private")
 
     def build_admin(self) -> None:
+        """Export and erase: the tab exists only when an admin token is configured, and its tools (and the
+        operator panels of the task tabs) appear once this session has entered it. Every action checks it."""
         with gr.Tab("Admin", id="admin"):
-            gr.Markdown("Export feedback as training data (SFT, chat SFT, preference pairs, KTO rows, CSV; "
-                        "JSONL and Parquet). Needs the admin token set on the server.")
-            token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
+            gr.Markdown("Operator tools: export feedback as training data, erase a session's data, replace the "
+                        "customer-service knowledge base. Enter the admin token to unlock them.")
             with gr.Row():
-                task = gr.Dropdown(choices=["", *self.service.tasks], value="", label="Task (empty: all)")
-                version = gr.Textbox(label="Model version (empty: all)")
-                since = gr.Textbox(label="From (ISO date, UTC)", placeholder="2026-11-01")
-                until = gr.Textbox(label="Until (ISO date, UTC)", placeholder="2026-12-01")
-            run = gr.Button("Export", variant="primary", elem_id="admin-export")
-            status = gr.Markdown()
-            file = gr.File(label="Export (zip)", interactive=False)
-            with gr.Accordion("Erase a session's data", open=False):
-                sid = gr.Textbox(label="Anonymous session id")
-                erase = gr.Button("Erase", variant="stop")
-                erased = gr.Markdown()
+                token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token", scale=4)
+                unlock = gr.Button("Unlock", elem_id="admin-unlock", scale=1)
+            status = gr.Markdown(elem_id="admin-status")
+            with gr.Column(visible=False, elem_id="admin-tools") as tools:
+                gr.Markdown("**Export** feedback as training data (SFT, chat SFT, preference pairs, KTO rows, CSV; "
+                            "JSONL and Parquet).")
+                with gr.Row():
+                    tabs = [("All tabs", "")] + [(t.title, n) for n, t in self.service.tasks.items()]
+                    task = gr.Dropdown(choices=tabs, value="", label="Tab")
+                    version = gr.Textbox(label="Model version (empty: all)")
+                    since = gr.Textbox(label="From (ISO date, UTC)", placeholder="2026-11-01")
+                    until = gr.Textbox(label="Until (ISO date, UTC)", placeholder="2026-12-01")
+                run = gr.Button("Export", variant="primary", elem_id="admin-export")
+                done = gr.Markdown()
+                file = gr.File(label="Export (zip)", interactive=False)
+                with gr.Accordion("Erase a session's data", open=False):
+                    sid = gr.Textbox(label="Anonymous session id")
+                    erase = gr.Button("Erase", variant="stop")
+                    erased = gr.Markdown()
 
-            def do_export(tok, t, v, s, u, request: gr.Request):
+            panels = [tools, *self.operator_panels]
+
+            def do_unlock(tok, request: gr.Request):
                 try:
                     self.check_admin(tok, request)
+                except (AdminRefused, RateLimited) as e:
+                    return ("", f"⚠️ {html.escape(str(e))}", *[gr.update(visible=False)] * len(panels))
+                return (tok, "Unlocked for this browser session.", *[gr.update(visible=True)] * len(panels))
+
+            for trigger in (unlock.click, token.submit):
+                trigger(do_unlock, [token], [self.admin_key, status, *panels], api_visibility="private")
+
+            def do_export(key, t, v, s, u, request: gr.Request):
+                try:
+                    self.check_admin(key, request)
+                    if self.store is None:
+                        raise StoreInputError("Feedback is not stored on this server.")
                     path, written = export_zip(self.store, t, s, u, v)
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, "admin export")
@@ -317,36 +569,47 @@ class App:
                 return (f"Exported {rows} answers with feedback: "
                         + ", ".join(f"{k} ({n})" for k, n in written.items()), str(path))
 
-            def do_erase(tok, s, request: gr.Request):
+            def do_erase(key, s, request: gr.Request):
                 try:
-                    self.check_admin(tok, request)
+                    self.check_admin(key, request)
+                    if self.store is None:
+                        raise StoreInputError("Feedback is not stored on this server.")
                     n = self.store.delete_session((s or "").strip())
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, "admin erase")
                 return f"Erased {n} answers and their feedback."
 
-            run.click(do_export, [token, task, version, since, until], [status, file], api_visibility="private")
-            erase.click(do_erase, [token, sid], [erased], api_visibility="private")
+            run.click(do_export, [self.admin_key, task, version, since, until], [done, file], api_visibility="private")
+            erase.click(do_erase, [self.admin_key, sid], [erased], api_visibility="private")
 
     def models_md(self) -> str:
-        """The 'About the models' table: version, tuning, held-out metric and target per task."""
-        rows = ["| task | model version | fine-tuned | held-out result | runs on |", "|---|---|---|---|---|"]
+        """The 'About the models' page: per tab, what its model is good and bad at, its held-out result in words,
+        its model card."""
+        parts = ["Each tab is answered by a small GPT (SmolLM2-135M-Instruct, 135 million parameters) fine-tuned "
+                 "for its task. Small models make mistakes: check anything that matters. The results below were "
+                 "measured on examples kept out of training."]
         for name, task in self.service.tasks.items():
             b = self.service.models.peek(name)
+            tuned = b is None or b.version.tuned  # the sentences describe the committed fine-tuned models
+            lines = [f"**{task.title}.** {STRENGTHS.get(name, task.description) if tuned else task.description}"]
             if b is None:
-                rows.append(f"| {task.title} | loading… (refresh in a moment) | | | |")
-                continue
-            m = b.version.metrics or {}
-            result = html.escape(m.get("target", "not evaluated")) if m else "base model, not evaluated"
-            rows.append(f"| {task.title} | `{b.version.version}` | {'yes' if b.version.tuned else 'no (zero-shot)'} | "
-                        f"{result} | {b.placement.provider.replace('ExecutionProvider', '')} / {b.placement.precision} |")
-        return ("Each tab is served by a GPT (SmolLM2-135M-Instruct) fine-tuned for its task with LoRA, merged and "
-                "exported to ONNX. Model cards with data, training and metrics: `adapters/<task>/README.md`.\n\n"
-                + "\n".join(rows))
+                lines.append("Its model is still loading: this page updates when you open it again.")
+            else:
+                lines.append(figure_in_words(b.version))
+            if task.experimental:
+                lines.append("Experimental: " + "; ".join(f"{k} ({v})" for k, v in task.experimental.items()) + ".")
+            url = _card_url(name)
+            extra = [f"[Model card]({url})"] if url else []
+            if b is not None:
+                extra.append(f"version `{b.version.version}` on {b.placement.provider.replace('ExecutionProvider', '')}"
+                             f" ({b.placement.precision})")
+            parts.append(" ".join(lines) + ("  \n" + " · ".join(extra) if extra else ""))
+        return "\n\n".join(parts)
 
-    def build_about(self) -> None:
-        with gr.Tab("About the models", id="about"):
-            table = gr.Markdown(self.models_md)  # a callable: evaluated on each page load (models load after start)
+    def build_about(self):
+        with gr.Tab("About the models", id="about") as tab:
+            # A static value, refreshed when the page loads and the tab opens (models load after start)
+            table = gr.Markdown(self.models_md(), elem_id="about-models")
             reload = gr.Button("Check for new model versions", elem_id="about-reload")
             status = gr.Markdown()
 
@@ -355,24 +618,35 @@ class App:
                     changed = self.service.models.refresh()
                 except Exception as e:  # noqa: BLE001
                     _user_error(e, "refresh")
-                msg = ("Switched to new versions: " + ", ".join(changed)) if changed else "All tasks are up to date."
+                titles = [self.service.tasks[n].title if n in self.service.tasks else n for n in changed]
+                msg = ("Switched to new versions: " + ", ".join(titles)) if changed else "All tabs are up to date."
                 return self.models_md(), msg
 
             reload.click(refresh, None, [table, status], api_name="refresh_models")
+            tab.select(self.models_md, None, table, show_progress="hidden", queue=False, api_visibility="private")
+        return table
 
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="Small-GPT NLP workbench", delete_cache=(CACHE_LIFETIME_S, CACHE_LIFETIME_S)) as demo:
             gr.Markdown("# Small-GPT NLP workbench\nOne tab per task, each answered by a small GPT served with ONNX "
                         "Runtime. Rate and correct any answer: that is how the models improve.")
+            if self.admin_token:
+                self.admin_key = gr.State("")
             with gr.Tabs():
                 for task in self.service.tasks.values():
                     self.build_tab(task)
-                self.build_about()
+                about = self.build_about()
                 if self.store is not None:
                     self.build_my_feedback()
+                if self.admin_token:
                     self.build_admin()
             if self.store is not None:
                 gr.api(self.feedback, api_name="feedback")
+            # Footers and About were filled when the page was built; models load after start, so fill them
+            # again once the page is open, without a loading state on them.
+            demo.load(lambda: [self.footer(t) for t, _ in self.footers] + [self.models_md()], None,
+                      [f for _, f in self.footers] + [about], show_progress="hidden", queue=False,
+                      api_visibility="private")
         return demo
 
 

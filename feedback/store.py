@@ -316,12 +316,25 @@ class FeedbackStore:
             return _as_dict(a) if a else None
 
     def session_feedback(self, session_id: str, limit: int = 200) -> list[dict]:
-        """A user's own feedback on their own answers, newest first: nobody reads another session's rows."""
+        """A user's own feedback on their own answers, one row per answer, newest first: its current rating,
+        correction and comment (the newest of each; a 👎 after a 👍 replaces it). Every earlier row stays in
+        the table for the export's history. Nobody reads another session's rows."""
         q = (select(Feedback, Answer).join(Answer, Feedback.answer_id == Answer.id)
              .where(Feedback.session_id == session_id, Answer.session_id == session_id)
-             .order_by(Feedback.created_at.desc()).limit(limit))
+             .order_by(Feedback.created_at.desc(), Feedback.id.desc()).limit(limit * 10))
+        merged: dict[str, dict] = {}
         with Session(self.engine) as s:
-            return [{**_as_dict(a, prefix="answer_"), **_as_dict(f)} for f, a in s.execute(q)]
+            for f, a in s.execute(q):  # newest first: the first value seen of each kind is the current one
+                row = merged.get(a.id)
+                if row is None:
+                    if len(merged) == limit:
+                        continue
+                    row = merged[a.id] = {**_as_dict(a, prefix="answer_"), **_as_dict(f)}
+                    continue
+                for k in ("rating", "correction", "comment"):
+                    if row[k] is None:
+                        row[k] = getattr(f, k)
+        return list(merged.values())
 
     def export_rows(self, task: str | None = None, since: datetime | None = None, until: datetime | None = None,
                     model_version: str | None = None) -> list[dict]:

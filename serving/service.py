@@ -42,6 +42,7 @@ class Reply:
     input_text: str = ""  # the user's text after cleaning and cutting
     options: dict = field(default_factory=dict)  # the task's control values
     settings: dict = field(default_factory=dict)  # decoding settings actually used
+    truncated: bool = False  # generation stopped at max_new_tokens, not at the end of the answer
 
 
 class Service:
@@ -117,6 +118,7 @@ class Service:
                                               "repetition_penalty": s.repetition_penalty})
         ids = self._fit_prompt(task, tokenizer, text, opts, reply)
         new: list[int] = []
+        complete = False
         try:
             for tok in backend.model.stream(ids, s):
                 new.append(tok)
@@ -130,12 +132,14 @@ class Service:
                     reply.text = shown
                     yield replace(reply)  # a snapshot: callers may keep every partial reply
                 if answer_complete(partial, shown):
+                    complete = True
                     break  # the postprocess already drops everything after this point: stop decoding
         except Exception as e:
             log.exception("generation failed for %s", name)
             raise ServiceError("The model failed while answering. Please try again.") from e
         # rstrip: a max-tokens stop can fall inside a multi-byte character; the stream never showed that half
         reply.text = task.postprocess(tokenizer.decode(new, skip_special_tokens=True).rstrip("\ufffd"))
+        reply.truncated = not complete and len(new) >= s.max_new_tokens
         if not reply.text:
             reply.notices.append("The model returned an empty answer.")
         reply.done = True

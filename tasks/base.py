@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
 
@@ -95,6 +95,9 @@ class Task:
     evaluation: EvalPlan | None = None
     # Short everyday inputs for benchmarks and start probes (the load test draws from them).
     sample_inputs: tuple[str, ...] = ()
+    # Choices (a direction, a style) whose held-out result is below its bar: choice -> why, with the figure.
+    # The UI marks them experimental beside the control and under each answer that used one.
+    experimental: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def options(self, values: dict) -> dict:
         """Validated control values, defaults filled in."""

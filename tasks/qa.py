@@ -204,8 +204,8 @@ def handed_over(answer: str) -> bool:
 TASK = Task(
     name="qa",
     title="Customer service",
-    description=f"Ask a question as a customer of {SHOP} would. Answers come from the shop's knowledge base; "
-                "when it has nothing relevant, the assistant hands over to a human.",
+    description=f"Ask a question as a customer of {SHOP}. Answers come from the shop's help articles; when none "
+                "of them fits, the assistant hands the question over to a human colleague.",
     kind=TaskKind.GENERATE,
     input_label="Customer question",
     placeholder="Where is my order?",

@@ -25,13 +25,18 @@ TASK = Task(
     description="Translate English ↔ Spanish or English → Chinese.",
     kind=TaskKind.GENERATE,
     input_label="Text to translate",
-    placeholder="In the beginning God created the heavens and the earth.",
+    placeholder="Could you tell me when the next bus to the airport leaves?",
     build_messages=build_messages,
     metric=chrf,
     postprocess=first_paragraph,
     controls=(Control("direction", "Direction", "English → Spanish", choices=tuple(DIRECTIONS)),),
     # the 4-gram ban stops the loops a 135M model falls into on long verses ("y me llega: y me llega: ...")
     decoding=Decoding(max_new_tokens=160, temperature=0.0, repetition_penalty=1.05, no_repeat_ngram=4),
+    # Held-out chrF of the committed adapter (adapters/translate/metrics.json): both trained directions miss
+    # their bar (+20 over the base model); English → Chinese is not trained at all.
+    experimental={"English → Spanish": "held-out score 24 of 100, below its target",
+                  "Spanish → English": "held-out score 26 of 100, below its target",
+                  "English → Chinese": "not trained; the untuned model's output is often garbled"},
     examples=(("Where is the train station?", "English → Spanish"),
               ("El que busca, encuentra.", "Spanish → English"),
               ("Open the file and save your changes.", "English → Chinese")),

@@ -2,6 +2,7 @@
 import pytest
 
 from tasks import REGISTRY
+from tests.conftest import ADMIN_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,48 @@ def test_empty_input_is_a_clean_api_error_and_the_app_stays_up(client):
 def test_api_lists_every_task_and_feedback(client):
     info = client.view_api(return_format="dict", print_info=False)
     assert {f"/{n}" for n in REGISTRY} | {"/feedback"} <= set(info["named_endpoints"])
+
+
+def test_admin_panels_exist_only_when_admin_is_configured(service):
+    """No admin token: no Admin tab and no knowledge-base upload at all. With one: both exist, hidden until the
+    token is entered on the page (tests/test_browser.py unlocks them)."""
+    import gradio as gr
+
+    from app.ui import build_demo
+
+    def parts(demo):
+        blocks = list(demo.blocks.values())
+        return ({b.label for b in blocks if isinstance(b, gr.Tab)},
+                {b.elem_id: b.visible for b in blocks if b.elem_id in ("qa-upload", "admin-tools")})
+
+    tabs, hidden = parts(build_demo(service, None, admin_token=""))
+    assert "Admin" not in tabs and not hidden
+    tabs, hidden = parts(build_demo(service, None, admin_token=ADMIN_TOKEN))
+    assert "Admin" in tabs and hidden == {"qa-upload": False, "admin-tools": False}
+
+
+def test_an_answer_cut_by_max_tokens_says_so(service, monkeypatch):
+    from app.ui import App
+    from runtime.lm import OnnxCausalLM
+
+    monkeypatch.setattr(OnnxCausalLM, "stop_ids", property(lambda self: set()))  # never stops by itself
+    task = REGISTRY["generate"]
+    reply = list(service.run("generate", "Once upon a time", style="free", max_new_tokens=8))[-1]
+    assert reply.truncated
+    assert ("The answer was cut at the max-tokens limit (8 tokens); raise 'Max new tokens' for more."
+            in App.answer_notes(task, reply))
+    reply = list(service.run("generate", "Once upon a time", style="free", max_new_tokens=400))[-1]
+    assert reply.truncated and reply.settings["max_new_tokens"] == 24  # the server's cap, not the control
+    assert "The answer was cut at 24 tokens, the most this server writes for this tab." in App.answer_notes(task, reply)
+    label = next(service.run("sentiment", "Lovely"))
+    assert not label.truncated and not App.answer_notes(REGISTRY["sentiment"], label)
+
+
+def test_an_experimental_choice_is_marked(client):
+    """English → Chinese is configured as experimental (tasks/translation.py): each answer says so."""
+    assert "English → Chinese" in REGISTRY["translate"].experimental
+    answer, notice, footer, answer_id = client.predict("Good morning", "English → Chinese", api_name="/translate")
+    assert "English → Chinese is experimental" in notice
 
 
 def test_close_sets_the_stop_event_on_the_server_loop_while_pages_are_open():

@@ -98,13 +98,6 @@ def test_the_queue_cannot_be_bypassed(app_server):
     assert r.status_code == 404 and app_server.store.count()[0] == answers_before
 
 
-def test_admin_handlers_called_by_index_need_the_token(app_server):
-    export, erase = fn_index(app_server.demo, "do_export"), fn_index(app_server.demo, "do_erase")
-    for idx, data in ((export, ["", "", "", "", ""]), (erase, ["   ", "someone"])):
-        done = call_by_index(app_server.url, idx, data)
-        assert not done["success"] and "admin token" in message(done).lower()
-
-
 @pytest.fixture(scope="module")
 def strict_server(service, tmp_path_factory):
     """The app with small budgets: 2 generations, 3 classifications, 3 feedback actions a minute per address."""
@@ -143,12 +136,32 @@ def test_a_new_client_per_request_gets_no_new_budget(strict_server):
         fresh().predict(ids[0], 1, None, None, api_name="/feedback")
 
 
+def test_admin_handlers_called_by_index_need_the_token(strict_server):
+    """Export and erase called by index over plain HTTP, without the page's unlock: refused."""
+    export, erase = fn_index(strict_server.demo, "do_export"), fn_index(strict_server.demo, "do_erase")
+    for idx, data in ((export, [None, "", "", "", ""]), (erase, [None, "someone"])):
+        done = call_by_index(strict_server.url, idx, data)
+        assert not done["success"] and "admin token" in message(done).lower()
+
+
 def test_wrong_admin_tokens_slow_down(strict_server):
-    export = fn_index(strict_server.demo, "do_export")
-    first = call_by_index(strict_server.url, export, ["wrong-token-guess-1", "", "", "", ""])
+    import time
+
+    unlock = fn_index(strict_server.demo, "do_unlock")
+    time.sleep(2.1)  # the back-off left by the previous test's refusals (1 s, then 2 s)
+    first = call_by_index(strict_server.url, unlock, ["wrong-token-guess-1"])
     assert "wrong admin token" in message(first).lower()
-    second = call_by_index(strict_server.url, export, [ADMIN_TOKEN, "", "", "", ""])  # even the right one waits
-    assert not second["success"] and "too many wrong admin tokens" in message(second).lower()
+    second = call_by_index(strict_server.url, unlock, [ADMIN_TOKEN])  # even the right one has to wait
+    assert "too many wrong admin tokens" in message(second).lower() and "Unlocked" not in message(second)
+    time.sleep(wait_seconds(message(second)) + 0.2)
+    third = call_by_index(strict_server.url, unlock, [ADMIN_TOKEN])
+    assert "Unlocked" in message(third)
+
+
+def wait_seconds(text: str) -> float:
+    import re
+
+    return float(re.search(r"wait (\d+) s", text).group(1))
 
 
 def test_feedback_text_is_capped_with_a_clear_message_and_nothing_stored(client, app_server):

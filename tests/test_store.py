@@ -44,11 +44,15 @@ def test_feedback_links_to_its_answer_and_sessions_are_private(store):
     store.add_feedback(a, "alice", rating=1)
     store.add_feedback(a, "alice", correction="a better answer", comment="close")
     store.add_feedback(b, "bob", rating=-1)
-    mine = store.session_feedback("alice")
-    assert len(mine) == 2 and all(r["answer_id"] == a for r in mine)
+    mine = store.session_feedback("alice")  # one row per answer: its current rating, correction and comment
+    assert [(r["answer_id"], r["rating"], r["correction"], r["comment"]) for r in mine] == \
+        [(a, 1, "a better answer", "close")]
     assert all(r["session_id"] == "alice" for r in mine)
     rows = {r["id"]: r for r in store.export_rows()}
     assert rows[a]["rating"] == 1 and rows[a]["correction"] == "a better answer" and rows[b]["rating"] == -1
+    store.add_feedback(a, "alice", rating=-1)  # a new rating replaces the old one; history stays in the table
+    assert [r["rating"] for r in store.session_feedback("alice")] == [-1] and store.count() == (2, 4)
+    assert {r["id"]: r for r in store.export_rows()}[a]["rating"] == -1
 
 
 def test_bad_feedback_is_refused_with_a_message(store):

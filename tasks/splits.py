@@ -84,6 +84,21 @@ def group_split(items: list[dict], group: Callable[[dict], str], seed: int, test
     return tr, [i for i in items if group(i) in val_g], [i for i in items if group(i) in test_g]
 
 
+def hash_split(items: list[dict], key: Callable[[dict], str], seed: int, test_frac: float,
+               val_frac: float) -> tuple[list[dict], list[dict], list[dict]]:
+    """Split by a hash of each item's key: an item's split never depends on which other items exist, so a
+    source that grows (Debian's description lists change every few days) adds rows to every split but never
+    moves a test item into training. Each split keeps a stable order (by hash), so "the first n" stays put."""
+    def bucket(item) -> float:
+        return int(hashlib.sha256(f"{seed}:{key(item)}".encode()).hexdigest()[:12], 16) / 16 ** 12
+
+    ranked = sorted(items, key=bucket)
+    b = [bucket(i) for i in ranked]
+    n_test = sum(x < test_frac for x in b)
+    n_val = sum(x < test_frac + val_frac for x in b) - n_test
+    return ranked[n_test + n_val:], ranked[n_test:n_test + n_val], ranked[:n_test]
+
+
 def leaks(splits: Splits, field_name: str | None = None) -> list[str]:
     """Test texts that also appear (after normalisation) in train or validation: must be empty. The field is
     the split's `extra['leak_key']` (default "text"; generation checks its targets: prompts may repeat)."""

@@ -1,13 +1,16 @@
 """Security headers on every response (a pure ASGI middleware: it does not buffer the streamed answers)."""
 from __future__ import annotations
 
+import os
+
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"SAMEORIGIN"),
     # frame-ancestors only: Gradio's page needs inline scripts and styles, so a full CSP would break it
     (b"content-security-policy", b"frame-ancestors 'self' https://huggingface.co https://*.hf.space"),
     (b"referrer-policy", b"strict-origin-when-cross-origin"),
 ]
+if not os.environ.get("SPACE_ID"):  # a Space page frames the app from another origin; CSP above allows it
+    HEADERS.append((b"x-frame-options", b"SAMEORIGIN"))
 
 
 class SecurityHeaders:

@@ -80,23 +80,6 @@ USER_ERRORS = (TaskInputError, ServiceError, StoreInputError, AdminRefused, Rate
 
 ADAPTERS = Path(__file__).resolve().parent.parent / "adapters"
 
-# What each model is good and bad at, in plain words (from its model card); a task not listed shows its
-# description instead.
-STRENGTHS = {
-    "generate": "Good at short quotations in the spirit of the line you give; the Chinese poems keep the "
-                "four-line form but rarely make sense, and free text drifts after a few sentences.",
-    "qa": "Good at everyday shop questions its help articles cover (delivery, returns, payment); it sometimes "
-          "answers from a neighbouring article, and some off-topic questions get an answer instead of a human.",
-    "sentiment": "Good at clear-cut opinions about films and products; mixed, sarcastic or very short comments "
-                 "often go wrong.",
-    "finnews": "Good at headlines with plainly good or bad news (profits up, shares slump); less reliable on "
-               "neutral or mixed ones.",
-    "summarize": "Trained on software package descriptions: good at one-line summaries of technical texts, "
-                 "weaker on stories and news.",
-    "translate": "A very small model trained on Bible verses: expect the gist of short, simple sentences at "
-                 "best, with wrong words and an old-fashioned style.",
-}
-
 # gr.HTML runs this when the table mounts and after every update: times are shown in the browser's own zone.
 LOCAL_TIMES_JS = """
 const fmt = new Intl.DateTimeFormat(undefined, {day: 'numeric', month: 'short', year: 'numeric',
@@ -194,37 +177,19 @@ def _card_url(task_name: str) -> str | None:
     return f"gradio_api/file={card}" if card.exists() else None
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:.0f}%"
-
-
-def figure_in_words(version) -> str:
-    """The held-out result of a model version as a sentence (no metric names a user would have to look up)."""
+def figure_in_words(task: Task, version) -> str:
+    """The held-out result of a model version as a sentence (no metric names a user would have to look up):
+    the task's own words for its figures (`EvalPlan.in_words`), with the sample size and the verdict."""
     if not version.tuned:
         return "It is the untuned base model with a task prompt; it has not been measured on this task."
     m = version.metrics or {}
-    ft, base = m.get("fine_tuned") or {}, m.get("base_zero_shot") or {}
+    plan = task.evaluation
+    if plan is None or plan.in_words is None:
+        return "Its measured results are in the model card."
     n = m.get("held_out_examples")
     on = f"On {n:,} examples kept out of training" if n else "On examples kept out of training"
     try:
-        if "retrieval_hit_at_1" in ft:
-            said = (f"{on} it found the right help article first for {_pct(ft['retrieval_hit_at_1'])} of the "
-                    f"questions it can answer and passed {_pct(ft['handover_rate_out_of_scope'])} of off-topic "
-                    "questions to a human.")
-        elif "accuracy" in ft:
-            said = (f"{on} it picked the right label {_pct(ft['accuracy'])} of the time "
-                    f"(the untuned model: {_pct(base.get('accuracy', 0))}).")
-        elif "chrF" in ft:
-            said = (f"{on} its translations scored {ft['chrF']:.0f} out of 100 for closeness to a human "
-                    f"translation (the untuned model: {base.get('chrF', 0):.0f}).")
-        elif "perplexity" in ft:
-            said = (f"{on} it was {1 - ft['perplexity'] / base['perplexity']:.0%} less surprised by the real "
-                    "continuation than the untuned model.")
-        elif "rougeL" in ft:
-            said = (f"{on} its summaries shared about {_pct(ft['rougeL'])} of their wording with a human-written "
-                    f"one (the untuned model: {_pct(base.get('rougeL', 0))}).")
-        else:
-            return "Its measured results are in the model card."
+        said = f"{on} {plan.in_words(m.get('fine_tuned') or {}, m.get('base_zero_shot') or {})}."
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return "Its measured results are in the model card."
     target = str(m.get("target", ""))
@@ -591,11 +556,11 @@ class App:
         for name, task in self.service.tasks.items():
             b = self.service.models.peek(name)
             tuned = b is None or b.version.tuned  # the sentences describe the committed fine-tuned models
-            lines = [f"**{task.title}.** {STRENGTHS.get(name, task.description) if tuned else task.description}"]
+            lines = [f"**{task.title}.** {(task.about or task.description) if tuned else task.description}"]
             if b is None:
                 lines.append("Its model is still loading: this page updates when you open it again.")
             else:
-                lines.append(figure_in_words(b.version))
+                lines.append(figure_in_words(task, b.version))
             if task.experimental:
                 lines.append("Experimental: " + "; ".join(f"{k} ({v})" for k, v in task.experimental.items()) + ".")
             url = _card_url(name)

@@ -95,6 +95,8 @@ class Task:
     evaluation: EvalPlan | None = None
     # Short everyday inputs for benchmarks and start probes (the load test draws from them).
     sample_inputs: tuple[str, ...] = ()
+    # What the fine-tuned model is good and bad at, in plain words (the About tab; from the model card).
+    about: str = ""
     # Choices (a direction, a style) whose held-out result is below its bar: choice -> why, with the figure.
     # The UI marks them experimental beside the control and under each answer that used one.
     experimental: dict[str, str] = field(default_factory=dict, hash=False, compare=False)

@@ -1,6 +1,6 @@
 """Financial-news classification: is a headline negative, neutral or positive for the company or market it names?"""
 from tasks.base import Task, TaskKind, chat, classification_metric
-from tasks.plans import EvalPlan, TrainConfig, at_least
+from tasks.plans import EvalPlan, TrainConfig, at_least, percent
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -30,7 +30,11 @@ TASK = Task(
     # (240 steps at rank 8 without selection: macro-F1 0.647, with the final loss at 0.21: overfitting)
     train=TrainConfig(max_steps=300, batch_size=16, max_len=48, lr=2e-4, train_examples=1100, lora_r=16,
                       lora_alpha=32, balance_classes=True, eval_every=30, select_metric="macro_f1"),
-    evaluation=EvalPlan(size=350, metric="macro_f1", verdict=at_least("macro_f1", 0.80)),
+    evaluation=EvalPlan(size=350, metric="macro_f1", verdict=at_least("macro_f1", 0.80),
+                        in_words=lambda ft, base: f"it picked the right label {percent(ft['accuracy'])} of the time "
+                                              f"(the untuned model: {percent(base.get('accuracy', 0))})"),
+    about="Good at headlines with plainly good or bad news (profits up, shares slump); less reliable on neutral "
+          "or mixed ones.",
 )
 
 

@@ -100,6 +100,13 @@ class EvalPlan:
     baseline: Callable[..., tuple[str, dict]] | None = None
     # (rows, answers) -> more metrics (e.g. the QA hand-over rates); answers are the served model's
     extra_scores: Callable[[list[dict], list[str]], dict] | None = None
+    # (fine-tuned metrics, base metrics) -> the result for a user, no metric names: "it picked the right label
+    # 87% of the time (the untuned model: 57%)"; the About tab wraps it with the size and the verdict
+    in_words: Callable[[dict, dict], str] | None = None
+
+
+def percent(x: float) -> str:
+    return f"{x * 100:.0f}%"
 
 
 def per_group(metric: Callable, rows: list[dict], preds: list, option: str) -> dict:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.base import MAX_UPLOAD_BYTES, Decoding, Task, TaskInputError, TaskKind, chat, rouge_l
-from tasks.plans import EvalPlan, TrainConfig
+from tasks.plans import EvalPlan, TrainConfig, percent
 
 SHOP = "Northwind Goods, an online shop for home and outdoor products"
 HANDOVER = ("I'm sorry, I can't answer that from our help articles. I'll pass your question to a human colleague, "
@@ -224,7 +224,13 @@ TASK = Task(
     evaluation=EvalPlan(size=120, metric="rougeL", verdict=lambda t, b, bl: qa_verdict(t),
                         select_rows=lambda rows, n: eval_sample(rows, n),
                         baseline=lambda splits, rows: retrieval_baseline(rows),
-                        extra_scores=lambda rows, answers: answer_scores(rows, answers)),
+                        extra_scores=lambda rows, answers: answer_scores(rows, answers),
+                        in_words=lambda ft, base: f"it found the right help article first for "
+                                                  f"{percent(ft['retrieval_hit_at_1'])} of the questions it can "
+                                                  f"answer and passed {percent(ft['handover_rate_out_of_scope'])} "
+                                                  "of off-topic questions to a human"),
+    about="Good at everyday shop questions its help articles cover (delivery, returns, payment); it sometimes "
+          "answers from a neighbouring article, and some off-topic questions get an answer instead of a human.",
 )
 
 

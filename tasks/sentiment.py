@@ -1,6 +1,6 @@
 """Sentiment classification of a short review or comment: negative or positive."""
 from tasks.base import Task, TaskKind, chat, classification_metric
-from tasks.plans import EvalPlan, TrainConfig, at_least
+from tasks.plans import EvalPlan, TrainConfig, at_least, percent
 
 LABELS = ("negative", "positive")
 
@@ -26,7 +26,11 @@ TASK = Task(
     sample_inputs=("A charming, funny film.", "Two hours I will never get back.", "It was fine."),
     # ~20 CPU minutes: 300 steps x 16 snippets (~0.45 epoch; a 369-step run measured 85.5% test accuracy)
     train=TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=10749),
-    evaluation=EvalPlan(size=1500, metric="accuracy", verdict=at_least("accuracy", 0.85)),
+    evaluation=EvalPlan(size=1500, metric="accuracy", verdict=at_least("accuracy", 0.85),
+                        in_words=lambda ft, base: f"it picked the right label {percent(ft['accuracy'])} of the time "
+                                              f"(the untuned model: {percent(base.get('accuracy', 0))})"),
+    about="Good at clear-cut opinions about films and products; mixed, sarcastic or very short comments often "
+          "go wrong.",
 )
 
 

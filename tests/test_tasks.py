@@ -14,6 +14,7 @@ def test_every_registered_task_has_one_shape():
         assert plan is not None and plan.size > 0 and plan.scoring in {"predict", "perplexity"}, name
         assert task.train.max_steps > 0 and task.train.max_len > 0, name
         assert not plan.group_by or plan.group_by in {c.name for c in task.controls}, name
+        assert task.about and plan.in_words is not None, name  # the About tab's plain words come from here
         for ex in task.examples:
             assert len(ex) == 1 + len(task.controls), name
             task.options(dict(zip([c.name for c in task.controls], ex[1:])))  # examples are valid

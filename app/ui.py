@@ -305,12 +305,16 @@ class App:
         if self.store is None:
             raise gr.Error("Feedback is not enabled on this server.")
         try:
-            self.limits.check("feedback", self.address(request))
-            ack = submit_feedback(self.store, self.service.tasks, answer_id, self.session_id(request),
-                                  rating=rating, correction=correction, comment=comment)
+            ack = self.submit(answer_id, request, rating=rating, correction=correction, comment=comment)
         except Exception as e:  # noqa: BLE001
             _user_error(e, "feedback")
         return ("✅ " if ack.stored else "⚠️ ") + html.escape(ack.message)
+
+    def submit(self, answer_id: str, request: gr.Request | None, **given):
+        """The one way feedback is stored, from the API and from the page alike: the feedback budget of the
+        caller's address first, then the store (which refuses another session's answer)."""
+        self.limits.check("feedback", self.address(request))
+        return submit_feedback(self.store, self.service.tasks, answer_id, self.session_id(request), **given)
 
     def page_feedback(self, answer_id: str, request: gr.Request | None, saved: str, **given) -> tuple[str, bool]:
         """Feedback from the page: (acknowledgement, stored). An error comes back as the acknowledgement itself,
@@ -318,7 +322,7 @@ class App:
         if self.store is None:
             return "⚠️ Feedback is not enabled on this server.", False
         try:
-            ack = submit_feedback(self.store, self.service.tasks, answer_id, self.session_id(request), **given)
+            ack = self.submit(answer_id, request, **given)
         except USER_ERRORS as e:
             return f"⚠️ {html.escape(str(e))}", False
         except Exception:  # noqa: BLE001

@@ -136,6 +136,17 @@ def test_a_new_client_per_request_gets_no_new_budget(strict_server):
         fresh().predict(ids[0], 1, None, None, api_name="/feedback")
 
 
+def test_the_pages_own_feedback_buttons_share_the_feedback_budget(strict_server):
+    """The thumbs and "Send correction" (called by index, as the page calls them) spend the same per-address
+    budget as the /feedback API: a page-only path must not be a way around it."""
+    send = fn_index(strict_server.demo, "correct")
+    session = uuid.uuid4().hex[:11]
+    said = [message(call_by_index(strict_server.url, send, [uuid.uuid4().hex, "a better answer", None], session))
+            for _ in range(4)]  # the budget is 3 a minute (earlier tests from this address may have spent some)
+    assert all("unknown" in m or "Too many feedback actions" in m for m in said), said
+    assert "Too many feedback actions" in said[-1] and sum("unknown" in m for m in said) <= 3
+
+
 def test_admin_handlers_called_by_index_need_the_token(strict_server):
     """Export and erase called by index over plain HTTP, without the page's unlock: refused."""
     export, erase = fn_index(strict_server.demo, "do_export"), fn_index(strict_server.demo, "do_erase")

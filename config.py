@@ -52,16 +52,6 @@ class Settings:
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
 
-
-    def admin(self) -> tuple[str, str]:
-        """(token, reason): the admin token, stripped, or "" and why admin stays off."""
-        token = self.admin_token.strip()
-        if not token:
-            return "", "NLPAPP_ADMIN_TOKEN is not set"
-        if len(token) < MIN_ADMIN_TOKEN_CHARS:
-            return "", f"NLPAPP_ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_CHARS} characters"
-        return token, ""
-
     def db_url(self) -> str:
         if self.database_url:
             url = self.database_url

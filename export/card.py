@@ -83,6 +83,11 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         "",
         f"**Target**: {metrics['target']}.",
         "",
+        (f"The test split has been scored {metrics['test_split_scored']} time(s) for this version (each "
+         "`python -m export evaluate` adds one)."
+         if metrics.get("test_split_scored") else
+         "How often the test split was scored for this version was not recorded when this card was written."),
+        "",
         "## Data",
         "",
     ]

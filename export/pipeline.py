@@ -11,6 +11,16 @@ from runtime import registry
 log = logging.getLogger(__name__)
 
 
+def times_test_scored(folder: Path, version: str) -> int:
+    """How often this adapter version's test split was scored before (its metrics.json keeps count; 0 for a
+    new version, or for a card written before the count existed)."""
+    try:
+        previous = json.loads((Path(folder) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(previous.get("test_split_scored", 0)) if previous.get("model_version") == version else 0
+
+
 def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | None = None,
              time_budget: float | None = None, extra: list[str] | None = None, eval_n: int | None = None) -> dict:
     from export.base_model import prepare_base
@@ -41,6 +51,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     base_mv = register_base_version(s, list(REGISTRY))  # the zero-shot comparison (and fallback) version
     tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False)  # registered once, with metrics
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
+    metrics["test_split_scored"] = times_test_scored(folder, tuned_mv.version) + 1
     card = write_card(folder, task, splits.card(), facts, metrics, s.base_model)
     tuned_mv.metrics = metrics
     registry.register(s.models_dir, name, tuned_mv)  # now with its metrics; the app picks it up live

@@ -173,3 +173,18 @@ def test_evaluation_and_card_on_tiny_models(name, tiny_settings, tiny_models_dir
         per_style = [tuned_m["perplexity (quote)"], tuned_m["perplexity (free)"]]
         assert min(per_style) <= tuned_m["perplexity"] <= max(per_style)
         assert "| perplexity (quote) |" in text
+
+
+def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):
+    import json
+
+    from export.card import write_card
+    from export.pipeline import times_test_scored
+
+    assert times_test_scored(tmp_path, "v1") == 0  # no card yet
+    (tmp_path / "metrics.json").write_text(json.dumps({"model_version": "v1", "test_split_scored": 2}))
+    assert times_test_scored(tmp_path, "v1") == 2 and times_test_scored(tmp_path, "v2") == 0  # a new version starts again
+    metrics = {"held_out_examples": 3, "fine_tuned": {"rougeL": 0.5}, "base_zero_shot": {}, "target": "met: x",
+               "baseline": {"name": "lead"}, "test_split_scored": 3}
+    card = write_card(tmp_path, REGISTRY["summarize"], Splits([], [], []).card(), {"config": {}}, metrics, "tiny")
+    assert "scored 3 time(s) for this version" in card.read_text()

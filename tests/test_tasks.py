@@ -99,5 +99,9 @@ def test_each_task_module_reproduces_its_committed_card(name):
     shared = declared.keys() & used.keys()  # fields added or dropped since a run do not count
     assert {k: declared[k] for k in shared} == {k: used[k] for k in shared} and len(shared) >= 10
     assert metrics["held_out_examples"] == task.evaluation.size
+    from export.base_files import BASES
+
+    # the base the task module names is the one the adapter was trained on (adapter_meta.json)
+    assert json.loads((folder / "adapter_meta.json").read_text())["base_sha256"] == BASES[task.train.base].sha256
     assert task.evaluation.verdict(metrics["fine_tuned"], metrics["base_zero_shot"], metrics["baseline"]) == \
         metrics["target"]

@@ -78,6 +78,36 @@ def test_training_loss_goes_down_on_a_learnable_task(tiny_lm_dir, tmp_path):
     assert facts["final_loss_avg20"] < facts["first_loss_avg20"]
 
 
+def test_answer_loss_equals_the_full_causal_lm_loss(tiny_lm_dir, tokenizer):
+    """The output layer runs on answer positions only; the loss (and its gradient) is the library's own."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from export.train import LORA_TARGETS, _batches, answer_loss, sft_features
+
+    task = REGISTRY["translate"]
+    rows = [{"text": f"Open file number {i} now", "target": f"Abre el archivo {i}" + " ya" * (i % 3),
+             "options": {"direction": "English → Spanish"}} for i in range(4)]
+    feats = [sft_features(task, tokenizer, r, 128) for r in rows]
+    ids, mask, labels = next(_batches(feats, 4, tokenizer.pad_token_id, 0, False))
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_lm_dir),
+                           LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, target_modules=list(LORA_TARGETS)))
+    model.eval()  # no dropout: both losses see the same network
+    ours = answer_loss(model, ids, mask, labels)
+    ours.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    theirs = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    theirs.backward()
+    assert (labels != -100).sum() < labels.numel() / 2  # the prompt is most positions: the saving is real
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(grads[n], p.grad, atol=1e-5), n
+
+
 def test_length_grouped_batches_cover_every_example_once_with_little_padding():
     import random
 

@@ -25,7 +25,7 @@ PARALLEL = ROOT / "data" / "parallel"
 EXTRACTED = PARALLEL / "x"  # one folder per package: x/<package>/... (plus x/<package>/.version)
 APT_LISTS = PARALLEL / "apt-lists"  # Translation-en, -es, -zh_CN (not the summarization task's lists)
 INSTALL = "run scripts/install_data.sh"
-READER_VERSION = 3  # bump when a reader or clean_pair changes: the cached pairs are rebuilt
+READER_VERSION = 4  # bump when a reader or clean_pair changes: the cached pairs are rebuilt
 
 # Debian's and the projects' own names for the two languages
 LANG = {"es": {"libreoffice": "es", "l10n": "es", "firefox": "es-ES", "gnome": "es", "debian": "es"},
@@ -48,7 +48,7 @@ LICENSES = {"libreoffice-help": "MPL-2.0", "libreoffice-ui": "MPL-2.0", "firefox
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 # what must not be left in a row: format placeholders, variables, markup, escapes, accelerators, menu paths, code
 LEFTOVER = re.compile(
-    r"%[-#0-9.]*[a-zA-Z]|%\d|\$[\[({\w]|(?<!\w)\$(?!\w)|&[a-zA-Z#]|"  # placeholders: %s %1 $(ARG) $1 "$" &amp;
+    r"%[-#0-9.]*[a-zA-Z]|%\d|\$[\[({\w]|(?<!\w)[$#](?!\w)|&[a-zA-Z#]|"  # placeholders: %s %1 $(ARG) $1 "$" # &amp;
     r"[{}<>\\~|=_]|"  # markup, escapes, accelerators, formulas, code identifiers
     r"[▸►→⇒]|\S - \S|"  # menu paths: "Edit - Track Changes", "Editar ▸ Cambios"
     r"https?:|www\.|@\w|\.(?:html?|xhp|ftl|png|svg)\b|\.\.\.\.|"  # addresses, file names, filler
@@ -56,6 +56,8 @@ LEFTOVER = re.compile(
 ACCEL = [(re.compile(r"\s*[(（]\s*[~&_][A-Za-z0-9]\s*[)）]"), ""),  # Chinese UI: "打开(~O)"
          (re.compile(r"~(?=\w)"), "")]  # LibreOffice: "~Open"
 BRACKETS = ("()", "[]", "«»", "「」", "（）", "“”", "《》")
+# a sentence cut where an icon or a list followed ("On the Standard bar, click", "tools, e.g.")
+DANGLING = re.compile(r"\b(?:click|choose|select|press|the|a|an|to|of|and|or|with|e\.g\.|i\.e\.)$", re.I)
 EN_WORDS = set("the and with you your this that which would should from have been is are".split())
 
 
@@ -85,17 +87,17 @@ def clean_pair(en: str, other: str, lang: str) -> tuple[str, str] | None:
     words = en.split()
     if not 4 <= word_count(en) <= 40 or not other or en == other or not re.match(r"[\w\"'(“‘]", en):
         return None
-    if LEFTOVER.search(en) or LEFTOVER.search(other) or not re.search(r"[A-Za-z]{2}", en):
+    if LEFTOVER.search(en) or LEFTOVER.search(other) or not re.search(r"[A-Za-z]{2}", en) or DANGLING.search(en):
         return None
     if any(t.count(o) != t.count(c) for t in (en, other) for o, c in BRACKETS):
         return None
     ratio = (len(other) + 10) / (len(en) + 10)  # the + 10: short labels vary more
     if lang == "zh":
         cjk = len(CJK.findall(other))
-        if cjk < 2 or cjk < 0.3 * len(re.sub(r"\W", "", other)) or not 0.15 <= ratio <= 1.0:
+        if cjk < 2 or cjk < 0.3 * len(re.sub(r"\W", "", other)) or not 0.18 <= ratio <= 1.0:
             return None
     else:
-        if not 0.5 <= ratio <= 2.0 or CJK.search(other):
+        if not 0.7 <= ratio <= 2.0 or CJK.search(other):
             return None
         x_words = other.lower().split()
         shared = set(x_words) & {w.lower() for w in words}

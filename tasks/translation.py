@@ -99,9 +99,11 @@ def _bible_pairs() -> list[dict]:
 
     from tasks.parallel_text import cached
 
+    from tasks.splits import DataMissing
+
     confs = [Path(f"/usr/share/sword/mods.d/{m}.conf") for m in BIBLE_MODULES]
     if not all(c.exists() for c in confs):
-        _verses(BIBLE_MODULES[0])  # raises DataMissing with the command that installs them
+        raise DataMissing(f"SWORD modules {', '.join(BIBLE_MODULES)} are not installed: run scripts/install_data.sh")
 
     def read():
         en, es = _verses(BIBLE_MODULES[0]), _verses(BIBLE_MODULES[1])

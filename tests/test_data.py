@@ -101,6 +101,15 @@ def test_translation_dataset():
     assert build_data("translate").card() == s.card()  # fixed seed: same splits
 
 
+def test_translation_data_missing_says_how_to_fix(monkeypatch, tmp_path):
+    from tasks import parallel_text
+    from tasks.splits import DataMissing
+
+    monkeypatch.setattr(parallel_text, "EXTRACTED", tmp_path / "x")
+    with pytest.raises(DataMissing, match="install_data.sh"):
+        build_data("translate")
+
+
 def test_translation_pair_cleaning():
     """What the parallel-text readers must drop or clean (seen in the real sources)."""
     from tasks.parallel_text import clean_pair, sentences, strip_accelerators

@@ -25,7 +25,7 @@ PARALLEL = ROOT / "data" / "parallel"
 EXTRACTED = PARALLEL / "x"  # one folder per package: x/<package>/... (plus x/<package>/.version)
 APT_LISTS = PARALLEL / "apt-lists"  # Translation-en, -es, -zh_CN (not the summarization task's lists)
 INSTALL = "run scripts/install_data.sh"
-READER_VERSION = 4  # bump when a reader or clean_pair changes: the cached pairs are rebuilt
+READER_VERSION = 5  # bump when a reader or clean_pair changes: the cached pairs are rebuilt
 
 # Debian's and the projects' own names for the two languages
 LANG = {"es": {"libreoffice": "es", "l10n": "es", "firefox": "es-ES", "gnome": "es", "debian": "es"},
@@ -162,6 +162,8 @@ class _HelpPage(HTMLParser):
         if tag in self.VOID:
             if tag == "img" and self.seg and not self.hidden:
                 self.seg[2][0] = True
+            if tag == "br" and self.seg:  # "Check Paragraph Styles.<br>The Find text box ..."
+                self.seg[1].append(" ")
             return
         hide = (a.get("hidden") is not None and not (a.get("id") or "").startswith("default")) or \
             tag in ("script", "style", "code", "pre") or "bascode" in (a.get("class") or "")

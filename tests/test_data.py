@@ -1,10 +1,12 @@
 """Dataset building from the real sources: dedup, fixed-seed splits, no test text in training."""
+import re
+
 import pytest
 
 from tasks import REGISTRY, build_data
 from tasks.splits import Splits, dedupe, hash_split, leaks, norm_key, split
 
-FAST = ["sentiment", "finnews", "summarize", "generate", "qa"]  # translation reads the Bible book by book: slow
+FAST = ["sentiment", "finnews", "summarize", "generate", "qa"]  # translation: its own test below
 
 
 def test_dedupe_and_split_are_deterministic():
@@ -59,10 +61,77 @@ def test_sizes_meet_the_evaluation_minimums():
 
 
 def test_translation_dataset():
-    """Not marked slow (about a minute: diatheke book by book): it caught a real leak (a Spanish formula shared
-    by two verses) and Strong's numbers left in the Reina-Valera text."""
+    """Modern parallel text (tasks/parallel_text.py) in four directions, split by source document; the Bible only
+    a small share of training. About a minute on 2 cores the first time (every help page parsed, the Bible read
+    book by book), seconds once data/parallel/cache holds the parsed pairs."""
+    from collections import Counter
+
+    from tasks.parallel_text import word_count
+    from tasks.translation import DIRECTIONS, PAIR_DIRECTIONS
+
     s = build_data("translate")
-    assert leaks(s) == [] and {r["options"]["direction"] for r in s.test} == {"English → Spanish",
-                                                                            "Spanish → English"}
-    rows = s.train + s.val + s.test
-    assert len(rows) > 40_000 and not [r for r in rows if "<H" in r["text"] + r["target"]]
+    assert leaks(s) == []
+    assert set(DIRECTIONS) == {d for pair in PAIR_DIRECTIONS.values() for d in pair} and len(DIRECTIONS) == 4
+    for rows in (s.val, s.test):
+        per_direction = Counter(r["options"]["direction"] for r in rows)
+        assert set(per_direction) == set(DIRECTIONS) and min(per_direction.values()) >= 150, per_direction
+        assert "bible" not in {r["source"] for r in rows}
+        for d in DIRECTIONS:  # every direction is tested on several sources, not one
+            assert len({r["source"] for r in rows if r["options"]["direction"] == d}) >= 3
+    # split by document: no held-out document has a row in training (or a test document in validation)
+    assert not {r["doc"] for r in s.test} & {r["doc"] for r in s.train + s.val}
+    assert not {r["doc"] for r in s.val} & {r["doc"] for r in s.train}
+    bible = sum(r["source"] == "bible" for r in s.train)
+    assert 0 < bible <= 0.10 * len(s.train) and len(s.train) > 40_000
+    # placeholders, markup, escapes, entities, menu paths, Strong's numbers, variables
+    leftover = re.compile(r"<[A-Za-z/]|%[sd1-9]|\$[\[(]|[{}~]|\\n|&[a-z]+;|[▸→]|\S - \S|<H\d|"
+                          r"\b(?:PRODUCTNAME|ahelp)\b")
+    for rows in (s.train, s.val, s.test):
+        for forward, backward in zip(rows[::2], rows[1::2]):  # each pair in both directions, side by side
+            assert (forward["text"], forward["target"], forward["doc"]) == \
+                   (backward["target"], backward["text"], backward["doc"])
+        for r in rows:
+            assert r["doc"].startswith(r["source"] + ":") and not leftover.search(r["text"]), r
+            assert not leftover.search(r["target"]), r
+            english = r["text"] if r["options"]["direction"].startswith("English") else r["target"]
+            assert 4 <= word_count(english) <= 40
+            if "Chinese" in r["options"]["direction"]:
+                chinese = r["target"] if r["options"]["direction"].startswith("English") else r["text"]
+                assert re.search(r"[\u4e00-\u9fff]", chinese), r
+    assert build_data("translate").card() == s.card()  # fixed seed: same splits
+
+
+def test_translation_data_missing_says_how_to_fix(monkeypatch, tmp_path):
+    from tasks import parallel_text
+    from tasks.splits import DataMissing
+
+    monkeypatch.setattr(parallel_text, "EXTRACTED", tmp_path / "x")
+    with pytest.raises(DataMissing, match="install_data.sh"):
+        build_data("translate")
+
+
+def test_translation_pair_cleaning():
+    """What the parallel-text readers must drop or clean (seen in the real sources)."""
+    from tasks.parallel_text import clean_pair, sentences, strip_accelerators
+
+    assert strip_accelerators("~Open the document later") == "Open the document later"
+    assert strip_accelerators("稍后打开文档(~O)") == "稍后打开文档"
+    ok = ("Select the text that you want to center.", "Seleccione el texto que desee centrar.")
+    assert clean_pair(*ok, "es") == ok
+    for en, es in [("Delete numbering style: $1 now", "Eliminar el estilo de numeración: $1"),  # placeholders
+                   ("Are you sure you want %s deleted?", "¿Seguro que quiere eliminar %s?"),
+                   ("Choose Edit - Track Changes - Record.", "Vaya a Editar ▸ Control de cambios ▸ Grabar."),
+                   ("Click <ahelp>here</ahelp> to do it", "Pulse <ahelp>aquí</ahelp> para hacerlo"),
+                   ("Save the { $name } file now", "Guardar el archivo { $name } ahora"),
+                   ("Under VBA compatibility mode the value is calculated", "Under VBA compatibility mode the value "
+                                                                          "is calculated as"),  # not translated
+                   ("Open it.", "Ábralo."), ("- next item -", "- elemento siguiente -"),  # under 4 words
+                   ("Press the Enter key to insert a new paragraph here.", "Pulse Intro.")]:  # misaligned
+        assert clean_pair(en, es, "es") is None, en
+    lost_bracket = "打开一个对话框以编辑「样式。"
+    assert clean_pair("Opens a dialog to edit the style.", lost_bracket, "zh") is None
+    assert clean_pair("Opens a dialog to edit the style.", "Opens a dialog to edit the style", "zh") is None
+    assert clean_pair("Opens a dialog to edit the style.", "打开一个对话框以编辑样式。", "zh")
+    long_en = "This is the first sentence of a long paragraph with many words in it. " * 3
+    long_es = "Esta es la primera oración de un párrafo largo con muchas palabras. " * 3
+    assert len(sentences(long_en, long_es, "es")) == 3 and sentences(long_en, "Una sola oración.", "es") == []

@@ -27,6 +27,18 @@ def _metric_rows(metrics: dict) -> list[str]:
     return rows
 
 
+def _base_comparison_lines(folder: Path) -> list[str]:
+    """Each candidate base's best validation score with this task's recipe (`python -m export compare-bases`)."""
+    try:
+        cmp = json.loads((folder / "base_comparison.json").read_text())
+    except (OSError, ValueError):
+        return []
+    runs = ", ".join(f"`{b}` {r['metric']} {r['best']:.3f} (best of {r['steps']} steps, at {r['step']}; {r['run']})"
+                     for b, r in cmp["runs"].items())
+    return [f"- **Base chosen on validation** (same recipe, {next(iter(cmp['runs'].values()))['n']} validation "
+            f"examples): {runs}. Chosen: `{cmp['chosen']}`."]
+
+
 def _val_selection_lines(sel: dict | None) -> list[str]:
     if not sel:
         return []
@@ -78,6 +90,7 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         "",
         base_line,
         *_base_file_lines(folder),
+        *_base_comparison_lines(folder),
         f"- **Version**: `{metrics.get('model_version', '?')}` (hash of this adapter).",
         f"- **Served as**: merged into the base, exported to ONNX "
         f"({'text-classification' if task.kind == TaskKind.CLASSIFY else 'text-generation-with-past'}), "
@@ -92,7 +105,10 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         "|---|---|---|---|",
         *_metric_rows(metrics),
         "",
-        f"Baseline: {metrics['baseline']['name']}.",
+        f"Baseline: {metrics['baseline']['name']}."
+        + (" Base zero-shot: the untuned model's likelihood of each label word as the answer, calibrated by "
+           "subtracting its scores for a content-free input (\"N/A\"), so a lean to one word is not a constant "
+           "guess." if task.kind == TaskKind.CLASSIFY else ""),
         "",
         f"**Target**: {metrics['target']}.",
         "",

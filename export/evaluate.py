@@ -130,8 +130,11 @@ def cached_score(task, backend, settings, rows, models_dir) -> dict:
     import sys
     from pathlib import Path
 
+    import serving.service
+
     key_src = json.dumps([backend.version.version, backend.placement.precision, task.name, rows,
                           inspect.getsource(sys.modules[task.build_messages.__module__]),
+                          inspect.getsource(serving.service),  # how a base model is asked (calibration)
                           settings.max_input_tokens, settings.max_new_tokens_cap], sort_keys=True, default=str)
     path = Path(models_dir) / "eval_cache" / f"{task.name}-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}.json"
     if path.exists():

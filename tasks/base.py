@@ -139,11 +139,15 @@ def chat(system: str, user: str) -> list[dict]:
 
 
 def classification_metric(predictions: list[str], references: list[str]) -> dict:
-    """Accuracy and macro-F1 over the classes that occur."""
+    """Accuracy, macro-F1 over the classes that occur, and each class's recall ("recall <label>")."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    return {"accuracy": float(accuracy_score(references, predictions)),
-            "macro_f1": float(f1_score(references, predictions, average="macro", zero_division=0))}
+    out = {"accuracy": float(accuracy_score(references, predictions)),
+           "macro_f1": float(f1_score(references, predictions, average="macro", zero_division=0))}
+    for label in sorted(set(references)):
+        idx = [i for i, r in enumerate(references) if r == label]
+        out[f"recall {label}"] = sum(predictions[i] == label for i in idx) / len(idx)
+    return out
 
 
 def rouge_l(predictions: list[str], references: list[str]) -> dict:

@@ -50,6 +50,17 @@ def at_least(metric: str, value: float) -> Verdict:
     return verdict
 
 
+def at_least_with_recall(metric: str, value: float, recall: float) -> Verdict:
+    """`metric` at least `value`, and every class's recall at least `recall` (no class given up for the others)."""
+    def verdict(tuned: dict, base: dict, baseline: dict) -> str:
+        got = tuned[metric]
+        recalls = {k.removeprefix("recall "): v for k, v in tuned.items() if k.startswith("recall ")}
+        ok = got >= value and bool(recalls) and min(recalls.values()) >= recall
+        return f"{'met' if ok else 'MISSED'}: {metric} {got:.3f} (target >= {value}); recall " + \
+            ", ".join(f"{k} {v:.2f}" for k, v in recalls.items()) + f" (target >= {recall} each)"
+    return verdict
+
+
 def gain_over_best(metric: str, points: float) -> Verdict:
     """At least `points` (a fraction) above the better of the base model and the baseline."""
     def verdict(tuned: dict, base: dict, baseline: dict) -> str:

@@ -77,6 +77,19 @@ def test_zero_shot_classification_gives_a_distribution(service):
     assert reply.text == max(reply.probabilities, key=reply.probabilities.get)
 
 
+def test_zero_shot_classifier_is_calibrated_on_a_content_free_input(service):
+    """An untuned model's lean to one label word is removed: the content-free input itself scores every label
+    alike, so a constant guess is not what the zero-shot column measures."""
+    from serving.service import CONTENT_FREE, Reply
+
+    neutral = next(service.run("sentiment", CONTENT_FREE)).probabilities
+    assert max(neutral.values()) - min(neutral.values()) < 1e-6
+    task, model = REGISTRY["sentiment"], service.backend("sentiment").model
+    ids = service._fit_prompt(task, model.tokenizer, CONTENT_FREE, {}, Reply("sentiment"))
+    raw = service._label_scores(task, model, ids)
+    assert max(raw.values()) - min(raw.values()) > 1e-3  # the random tiny model does lean: there was a lean to remove
+
+
 def test_head_classifier_serves_finnews(service):
     reply = next(service.run("finnews", "Shares jump after record profits"))
     assert set(reply.probabilities) == {"negative", "neutral", "positive"}

@@ -60,6 +60,15 @@ def test_metrics():
     assert REGISTRY["sentiment"].metric(["positive", "negative"], ["positive", "positive"])["accuracy"] == 0.5
     f1 = REGISTRY["finnews"].metric(["neutral"] * 3, ["neutral", "positive", "negative"])["macro_f1"]
     assert 0 < f1 < 1
+    recalls = REGISTRY["finnews"].metric(["neutral", "neutral", "negative"], ["neutral", "positive", "negative"])
+    assert {k: v for k, v in recalls.items() if k.startswith("recall")} == \
+        {"recall negative": 1.0, "recall neutral": 1.0, "recall positive": 0.0}
+    from tasks.plans import at_least_with_recall
+
+    verdict = at_least_with_recall("macro_f1", 0.5, 0.7)
+    assert verdict({"macro_f1": 0.9, **{k: v for k, v in recalls.items() if k.startswith("recall")}}, {}, {}) \
+        .startswith("MISSED")  # a high macro-F1 does not hide a class the model never gets right
+    assert verdict({"macro_f1": 0.9, "recall a": 0.8, "recall b": 0.7}, {}, {}).startswith("met")
     assert REGISTRY["summarize"].metric(["a tool to download files"], ["a tool to download files"])["rougeL"] == 1.0
     assert REGISTRY["translate"].metric(["hola mundo"], ["hola mundo"])["chrF"] == 100.0
     assert REGISTRY["generate"].metric([0.0, 0.0], [3, 4])["perplexity"] == 1.0

@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("evaluate", help="evaluate the committed adapter of a task and rewrite its model card")
     e.add_argument("--task", required=True)
     e.add_argument("--eval-n", type=int)
+    c = sub.add_parser("compare-bases", help="train a classifier's recipe on each base, record each validation "
+                                             "score (adapters/<task>/base_comparison.json, shown in its card)")
+    c.add_argument("--task", required=True)
+    c.add_argument("--bases", nargs="+", default=["smollm2-135m", "qwen2.5-coder-0.5b"])
+    c.add_argument("--steps", type=int, help="override the number of training steps")
     f = sub.add_parser("feedback", help="export collected feedback as training data (JSONL, Parquet, CSV)")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--task", help="only this task")
@@ -47,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         run_task(args.task, train=args.cmd == "train", scale=getattr(args, "scale", 1.0),
                  steps=getattr(args, "steps", None), time_budget=getattr(args, "time_budget", None),
                  extra=getattr(args, "extra", []), eval_n=args.eval_n)
+    elif args.cmd == "compare-bases":
+        from export.pipeline import compare_bases
+
+        for base, run in compare_bases(args.task, args.bases, args.steps)["runs"].items():
+            print(f"{args.task} on {base}: validation {run['metric']} {run['best']:.4f} at step {run['step']}")
     elif args.cmd == "feedback":
         from feedback.export import parse_time
         from feedback.store import FeedbackStore

@@ -60,3 +60,49 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     log.info("%s: %s; card at %s", name, metrics["target"], card)
     print(f"{name}: {metrics['target']}")
     return metrics
+
+
+def compare_bases(name: str, bases: list[str], steps: int | None = None) -> dict:
+    """The evidence for a task's base: its recipe trained on each base, each run's best validation score.
+
+    Classifiers only (their training scores the validation split as it goes). The committed adapter's own run
+    counts for the base it was trained on when its recipe is the one asked for; other bases are trained into a
+    temporary folder and thrown away. Written to adapters/<task>/base_comparison.json; the card shows it.
+    """
+    import tempfile
+    from dataclasses import asdict
+
+    from export.base_model import prepare_base
+    from export.finetuned import adapter_dir
+    from export.train import config_for
+    from export.train import train as train_adapter
+    from tasks import REGISTRY, build_data
+
+    s = settings()
+    task = REGISTRY[name]
+    cfg = config_for(task, steps=steps)
+    if not cfg.eval_every:
+        raise ValueError(f"{name} does not score its validation split while training (eval_every=0)")
+    folder = adapter_dir(name)
+    own = json.loads((folder / "train_facts.json").read_text()) if (folder / "train_facts.json").exists() else {}
+    same_recipe = {k: v for k, v in own.get("config", {}).items() if k != "base"} == \
+        {k: v for k, v in asdict(cfg).items() if k != "base"}
+    splits = None
+    runs = {}
+    for base in bases:
+        if base == task.train.base and same_recipe and own.get("val_selection"):
+            facts, source = own, "the committed adapter's run"
+        else:
+            splits = splits or build_data(name)
+            with tempfile.TemporaryDirectory() as tmp:
+                facts = train_adapter(task, splits, prepare_base(base, s.models_dir), Path(tmp), cfg)
+            source = "trained for this comparison (adapter not kept)"
+        sel = facts["val_selection"]
+        runs[base] = {"metric": sel["metric"], "best": sel["selected_value"], "step": sel["selected_step"],
+                      "steps": facts["steps"], "seconds": facts["seconds"], "n": sel["n"], "run": source}
+        log.info("%s on %s: validation %s %.4f (step %d)", name, base, sel["metric"], sel["selected_value"],
+                 sel["selected_step"])
+    result = {"task": name, "chosen": task.train.base, "recipe": {k: v for k, v in asdict(cfg).items() if k != "base"},
+              "runs": runs}
+    (folder / "base_comparison.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result

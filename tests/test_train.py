@@ -68,6 +68,33 @@ def test_classifier_keeps_the_best_validation_step_with_balanced_loss(tiny_lm_di
     assert (sel["selected_step"], best) in [tuple(x) for x in sel["curve"]]
 
 
+def test_compare_bases_records_each_bases_validation_score_in_the_card(tiny_lm_dir, tmp_path, monkeypatch):
+    """The base is chosen on validation: each candidate runs the task's recipe; the card shows every score."""
+    from dataclasses import replace
+
+    import export.base_model
+    import export.finetuned
+    import tasks
+    from export.card import _base_comparison_lines
+    from export.pipeline import compare_bases
+    from export.train import TrainConfig
+
+    task = REGISTRY["finnews"]
+    monkeypatch.setitem(tasks.REGISTRY, "finnews", replace(task, train=TrainConfig(
+        max_steps=4, batch_size=4, max_len=32, warmup_steps=1, eval_every=2, select_metric="macro_f1")))
+    monkeypatch.setattr(tasks, "build_data", lambda name, seed=0: _splits(task))
+    bases = []
+    monkeypatch.setattr(export.base_model, "prepare_base", lambda b, models_dir: bases.append(b) or tiny_lm_dir)
+    monkeypatch.setattr(export.finetuned, "ADAPTERS", tmp_path)
+    (tmp_path / "finnews").mkdir()
+    result = compare_bases("finnews", ["smollm2-135m", "qwen2.5-coder-0.5b"])
+    assert bases == ["smollm2-135m", "qwen2.5-coder-0.5b"]  # no committed run here: both were trained
+    assert [r["steps"] for r in result["runs"].values()] == [4, 4] and result["chosen"] == "smollm2-135m"
+    assert {r["metric"] for r in result["runs"].values()} == {"macro_f1"}
+    line, = _base_comparison_lines(tmp_path / "finnews")
+    assert "`smollm2-135m` macro_f1" in line and "`qwen2.5-coder-0.5b` macro_f1" in line and "Chosen: `smollm2" in line
+
+
 def test_training_loss_goes_down_on_a_learnable_task(tiny_lm_dir, tmp_path):
     from export.train import TrainConfig, train
 

@@ -96,6 +96,14 @@ def baseline(task, splits, rows) -> tuple[str, dict]:
     return "n/a (compared with the base model)", {}
 
 
+def majority_class(task, splits, rows) -> dict:
+    """The trivial classifier: always the label most frequent in the training split, scored on `rows`."""
+    from collections import Counter
+
+    label = Counter(r["label"] for r in splits.train).most_common(1)[0][0]
+    return {"label": label, **task.metric([label] * len(rows), [r["label"] for r in rows])}
+
+
 def score(task, backend, settings, rows) -> dict:
     t0 = time.time()
     plan = task.evaluation
@@ -174,7 +182,8 @@ def evaluate_task(task, splits, models_dir, tuned_mv, base_mv, settings, n: int 
     tuned = score(task, tuned_b, settings, rows)
     base = cached_score(task, base_b, settings, rows, models_dir)
     bl_name, bl = baseline(task, splits, rows)
-    return {"task": task.name, "held_out_examples": len(rows), "precision": tuned_b.placement.precision,
+    extra = {"majority_class": majority_class(task, splits, rows)} if task.kind == TaskKind.CLASSIFY else {}
+    return {**extra, "task": task.name, "held_out_examples": len(rows), "precision": tuned_b.placement.precision,
             "provider": tuned_b.placement.provider, "fine_tuned": tuned, "base_zero_shot": base,
             "baseline": {"name": bl_name, **bl}, "target": verdict(task, tuned, base, bl),
             "model_version": tuned_mv.version, "base_version": base_mv.version}

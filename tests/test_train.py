@@ -225,6 +225,9 @@ def test_evaluation_and_card_on_tiny_models(name, tiny_settings, tiny_models_dir
     card = write_card(tmp_path, task, splits.card(), facts, m, "tiny")
     text = card.read_text()
     assert "base zero-shot" in text and "Target" in text and (tmp_path / "metrics.json").exists()
+    if task.kind == "classify":  # the trivial baseline: the most frequent training label, scored on the test rows
+        assert m["majority_class"]["label"] == "negative" and m["majority_class"]["accuracy"] == 0.0
+        assert "Majority class (always `negative`" in text
     if name == "generate":  # pooled perplexity plus one per style, the pooled one between them
         tuned_m = m["fine_tuned"]
         per_style = [tuned_m["perplexity (quote)"], tuned_m["perplexity (free)"]]

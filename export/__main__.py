@@ -25,11 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("evaluate", help="evaluate the committed adapter of a task and rewrite its model card")
     e.add_argument("--task", required=True)
     e.add_argument("--eval-n", type=int)
-    c = sub.add_parser("compare-bases", help="train a classifier's recipe on each base, record each validation "
-                                             "score (adapters/<task>/base_comparison.json, shown in its card)")
+    c = sub.add_parser("compare-bases", help="score each base on a task's validation split (classifiers: the "
+                                             "recipe trained on each; generation: zero-shot) into "
+                                             "adapters/<task>/base_comparison.json, shown in its card")
     c.add_argument("--task", required=True)
     c.add_argument("--bases", nargs="+", default=["smollm2-135m", "qwen2.5-coder-0.5b"])
     c.add_argument("--steps", type=int, help="override the number of training steps")
+    c.add_argument("--eval-n", type=int, help="validation rows for generation tasks (default: the task's size)")
     f = sub.add_parser("feedback", help="export collected feedback as training data (JSONL, Parquet, CSV)")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--task", help="only this task")
@@ -55,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "compare-bases":
         from export.pipeline import compare_bases
 
-        for base, run in compare_bases(args.task, args.bases, args.steps)["runs"].items():
-            print(f"{args.task} on {base}: validation {run['metric']} {run['best']:.4f} at step {run['step']}")
+        for base, run in compare_bases(args.task, args.bases, args.steps, args.eval_n)["runs"].items():
+            print(f"{args.task} on {base}: validation {run['metric']} {run['best']:.4f} ({run['run']})")
     elif args.cmd == "feedback":
         from feedback.export import parse_time
         from feedback.store import FeedbackStore

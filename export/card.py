@@ -33,10 +33,9 @@ def _base_comparison_lines(folder: Path) -> list[str]:
         cmp = json.loads((folder / "base_comparison.json").read_text())
     except (OSError, ValueError):
         return []
-    runs = ", ".join(f"`{b}` {r['metric']} {r['best']:.3f} (best of {r['steps']} steps, at {r['step']}; {r['run']})"
-                     for b, r in cmp["runs"].items())
-    return [f"- **Base chosen on validation** (same recipe, {next(iter(cmp['runs'].values()))['n']} validation "
-            f"examples): {runs}. Chosen: `{cmp['chosen']}`."]
+    runs = ", ".join(f"`{b}` {r['metric']} {_fmt(r['best'])} ({r['run']})" for b, r in cmp["runs"].items())
+    return [f"- **Base chosen on validation** ({next(iter(cmp['runs'].values()))['n']} validation examples): "
+            f"{runs}. Chosen: `{cmp['chosen']}`."]
 
 
 def _val_selection_lines(sel: dict | None) -> list[str]:

@@ -62,26 +62,31 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     return metrics
 
 
-def compare_bases(name: str, bases: list[str], steps: int | None = None) -> dict:
-    """The evidence for a task's base: its recipe trained on each base, each run's best validation score.
+def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int | None = None) -> dict:
+    """The evidence for a task's base: each candidate base's score on the validation split.
 
-    Classifiers only (their training scores the validation split as it goes). The committed adapter's own run
-    counts for the base it was trained on when its recipe is the one asked for; other bases are trained into a
-    temporary folder and thrown away. Written to adapters/<task>/base_comparison.json; the card shows it.
+    Classifiers: the task's recipe trained on each base (their training scores the validation split as it goes);
+    the committed adapter's own run counts for its base when its recipe is the one asked for, other bases are
+    trained into a temporary folder and thrown away. Generation tasks: each untuned base, zero-shot, through the
+    serving path on `n` validation rows (a fine-tune per base would cost an hour each on 2 cores).
+    Written to adapters/<task>/base_comparison.json; the card shows it.
     """
     import tempfile
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from export.base_model import prepare_base
+    from export.evaluate import eval_rows, open_version, score
     from export.finetuned import adapter_dir
+    from export.prepare import base_version
     from export.train import config_for
     from export.train import train as train_adapter
-    from tasks import REGISTRY, build_data
+    from tasks import REGISTRY, TaskKind, build_data
 
     s = settings()
     task = REGISTRY[name]
     cfg = config_for(task, steps=steps)
-    if not cfg.eval_every:
+    classify = task.kind == TaskKind.CLASSIFY
+    if classify and not cfg.eval_every:
         raise ValueError(f"{name} does not score its validation split while training (eval_every=0)")
     folder = adapter_dir(name)
     own = json.loads((folder / "train_facts.json").read_text()) if (folder / "train_facts.json").exists() else {}
@@ -90,19 +95,30 @@ def compare_bases(name: str, bases: list[str], steps: int | None = None) -> dict
     splits = None
     runs = {}
     for base in bases:
-        if base == task.train.base and same_recipe and own.get("val_selection"):
+        if classify and base == task.train.base and same_recipe and own.get("val_selection"):
             facts, source = own, "the committed adapter's run"
-        else:
+        elif classify:
             splits = splits or build_data(name)
             with tempfile.TemporaryDirectory() as tmp:
                 facts = train_adapter(task, splits, prepare_base(base, s.models_dir), Path(tmp), cfg)
-            source = "trained for this comparison (adapter not kept)"
+            source = "trained for this comparison, adapter not kept"
+        else:
+            splits = splits or build_data(name)
+            rows = eval_rows(task, replace(splits, test=splits.val), n)
+            m = score(task, open_version(s.models_dir, base_version(s, base)), s, rows)
+            m.pop("examples", None)
+            runs[base] = {"metric": task.evaluation.metric, "best": m[task.evaluation.metric], "n": len(rows),
+                          "run": "untuned, zero-shot", "scores": m}
+            log.info("%s on %s: validation %s %.4f (zero-shot)", name, base, task.evaluation.metric,
+                     m[task.evaluation.metric])
+            continue
         sel = facts["val_selection"]
-        runs[base] = {"metric": sel["metric"], "best": sel["selected_value"], "step": sel["selected_step"],
-                      "steps": facts["steps"], "seconds": facts["seconds"], "n": sel["n"], "run": source}
+        runs[base] = {"metric": sel["metric"], "best": sel["selected_value"], "n": sel["n"],
+                      "run": f"best of {facts['steps']} steps, at step {sel['selected_step']}; {source}",
+                      "seconds": facts["seconds"]}
         log.info("%s on %s: validation %s %.4f (step %d)", name, base, sel["metric"], sel["selected_value"],
                  sel["selected_step"])
     result = {"task": name, "chosen": task.train.base, "recipe": {k: v for k, v in asdict(cfg).items() if k != "base"},
               "runs": runs}
-    (folder / "base_comparison.json").write_text(json.dumps(result, indent=1) + "\n")
+    (folder / "base_comparison.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     return result

@@ -1,6 +1,8 @@
 """Translation between English and Spanish and between English and Chinese, with the direction chosen by the user."""
 from tasks.base import Control, Decoding, Task, TaskKind, chat, chrf
-from tasks.plans import EvalPlan, TrainConfig, gain_over_base_per_group, per_group
+import random
+
+from tasks.plans import EvalPlan, TrainConfig, at_least_per_group, balanced, per_group
 
 DIRECTIONS = {
     "English → Spanish": ("English", "Spanish"),
@@ -8,6 +10,9 @@ DIRECTIONS = {
     "English → Chinese": ("English", "Chinese"),
     "Chinese → English": ("Chinese", "English"),
 }
+# held-out chrF each direction must reach (character n-grams, so it also scores Chinese without word splitting)
+CHRF_TARGETS = {"English → Spanish": 50.0, "Spanish → English": 55.0, "English → Chinese": 35.0,
+                "Chinese → English": 45.0}
 # the two directions of each language pair: an aligned pair gives one row of each
 PAIR_DIRECTIONS = {"es": ("English → Spanish", "Spanish → English"),
                    "zh": ("English → Chinese", "Chinese → English")}
@@ -34,28 +39,34 @@ TASK = Task(
     metric=chrf,
     postprocess=first_paragraph,
     controls=(Control("direction", "Direction", "English → Spanish", choices=tuple(DIRECTIONS)),),
-    # the 4-gram ban stops the loops a 135M model falls into on long verses ("y me llega: y me llega: ...")
-    decoding=Decoding(max_new_tokens=160, temperature=0.0, repetition_penalty=1.05, no_repeat_ngram=4),
-    # Held-out chrF of the committed adapter (adapters/translate/metrics.json): both trained directions miss
-    # their bar (+20 over the base model); English → Chinese is not trained at all.
-    experimental={"English → Spanish": "held-out score 24 of 100, below its target",
-                  "Spanish → English": "held-out score 26 of 100, below its target",
-                  "English → Chinese": "not trained; the untuned model's output is often garbled"},
+    # greedy; the 4-gram ban (generated tokens only) guards against loops; no repetition penalty: names, numbers
+    # and code words are meant to be copied from the source, and the penalty counts the prompt's tokens too
+    decoding=Decoding(max_new_tokens=160, temperature=0.0, repetition_penalty=1.0, no_repeat_ngram=4),
+    # every direction met its held-out chrF target (adapters/translate/README.md): nothing is marked experimental
     examples=(("Where is the train station?", "English → Spanish"),
-              ("El que busca, encuentra.", "Spanish → English"),
-              ("Open the file and save your changes.", "English → Chinese")),
-    sample_inputs=("Where is the train station?", "Good morning.", "El que busca, encuentra."),
-    # ~16 CPU minutes: 150 steps x 8 verse pairs (both directions mixed); 100 steps left the loss still falling
-    train=TrainConfig(max_steps=150, batch_size=8, max_len=160, lr=4e-4, train_examples=1200),
-    evaluation=EvalPlan(size=80, metric="chrF", verdict=gain_over_base_per_group("chrF", 20.0),
-                        group_by="direction", baseline=lambda splits, rows: (
+              ("¿Dónde puedo comprar un billete de autobús?", "Spanish → English"),
+              ("Open the file and save your changes.", "English → Chinese"),
+              ("这家餐厅的菜很好吃，但是服务太慢了。", "Chinese → English")),
+    sample_inputs=("Where is the train station?", "Open the file and save your changes.",
+                   "El tren llega con veinte minutos de retraso."),
+    # Qwen2.5-Coder-0.5B: a multilingual vocabulary (SmolLM2-135M is English-centric and never learned Chinese).
+    # ~60 CPU minutes on 2 cores (~17 s a step): 220 steps x 8 rows, all four directions mixed, batches of
+    # similar length; a 0.5B step costs about 2x a 135M one.
+    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=220, batch_size=8, max_len=160, lr=2e-4,
+                      train_examples=2000, group_by_length=True, time_budget_s=4200.0),
+    # 60 held-out rows per direction, drawn across documents (the split keeps a document's rows together)
+    evaluation=EvalPlan(size=240, metric="chrF", verdict=at_least_per_group("chrF", CHRF_TARGETS),
+                        group_by="direction", select_rows=lambda rows, n: balanced(
+                            random.Random(0).sample(rows, len(rows)), n, "direction"),
+                        baseline=lambda splits, rows: (
                             "copy the source text", per_group(chrf, rows, [r["text"] for r in rows], "direction")),
                         in_words=lambda ft, base: f"its translations scored {ft['chrF']:.0f} out of 100 for "
                                                   f"closeness to a human translation (the untuned model: "
                                                   f"{base.get('chrF', 0):.0f})"),
-    about="A very small model trained on Bible verses: expect the gist of short, simple sentences at best, with "
-          "wrong words and an old-fashioned style.",
-)
+    about="Qwen2.5-Coder-0.5B fine-tuned on software help and interface text (LibreOffice, GNOME, Firefox, "
+          "Debian) in English, Spanish and Chinese: good on instructions and technical sentences. Everyday "
+          "sentences come out fluent but sometimes with a wrong detail (a time, a number, a word): check "
+          "before you send.")
 
 
 def _verses(module: str) -> dict[str, str]:

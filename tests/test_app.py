@@ -112,11 +112,17 @@ def test_an_answer_cut_by_max_tokens_says_so(service, monkeypatch):
     assert not label.truncated and not App.answer_notes(REGISTRY["sentiment"], label)
 
 
-def test_an_experimental_choice_is_marked(client):
-    """English → Chinese is configured as experimental (tasks/translation.py): each answer says so."""
-    assert "English → Chinese" in REGISTRY["translate"].experimental
-    answer, notice, footer, answer_id = client.predict("Good morning", "English → Chinese", api_name="/translate")
-    assert "English → Chinese is experimental" in notice
+def test_an_experimental_choice_is_marked(service):
+    """A choice whose held-out result is below its bar (Task.experimental) is marked under each answer using it."""
+    from dataclasses import replace
+
+    from app.ui import App
+
+    task = replace(REGISTRY["translate"], experimental={"Chinese → English": "held-out score 30 of 100, below target"})
+    reply = list(service.run("translate", "早上好", direction="Chinese → English"))[-1]
+    assert "Chinese → English is experimental: held-out score 30 of 100, below target." in App.answer_notes(task, reply)
+    other = list(service.run("translate", "Good morning", direction="English → Spanish"))[-1]
+    assert not [n for n in App.answer_notes(task, other) if "experimental" in n]
 
 
 def test_close_sets_the_stop_event_on_the_server_loop_while_pages_are_open():

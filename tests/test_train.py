@@ -89,10 +89,36 @@ def test_compare_bases_records_each_bases_validation_score_in_the_card(tiny_lm_d
     (tmp_path / "finnews").mkdir()
     result = compare_bases("finnews", ["smollm2-135m", "qwen2.5-coder-0.5b"])
     assert bases == ["smollm2-135m", "qwen2.5-coder-0.5b"]  # no committed run here: both were trained
-    assert [r["steps"] for r in result["runs"].values()] == [4, 4] and result["chosen"] == "smollm2-135m"
+    assert all(r["run"].startswith("best of 4 steps, at step ") and r["run"].endswith("adapter not kept")
+               for r in result["runs"].values())
+    assert result["chosen"] == "smollm2-135m"
     assert {r["metric"] for r in result["runs"].values()} == {"macro_f1"}
     line, = _base_comparison_lines(tmp_path / "finnews")
     assert "`smollm2-135m` macro_f1" in line and "`qwen2.5-coder-0.5b` macro_f1" in line and "Chosen: `smollm2" in line
+
+
+def test_compare_bases_scores_each_untuned_base_on_validation_for_generation(tiny_settings, tiny_models_dir,
+                                                                              tmp_path, monkeypatch):
+    import export.finetuned
+    import export.pipeline
+    import export.prepare
+    import tasks
+    from export.pipeline import compare_bases
+    from runtime import registry
+
+    base = registry.current(tiny_models_dir, "qa")  # the tiny base LM stands in for each base's export
+    asked = []
+    monkeypatch.setattr(export.prepare, "base_version", lambda s, b: asked.append(b) or base)
+    monkeypatch.setattr(export.pipeline, "settings", lambda: tiny_settings)
+    rows = [{"text": f"hello {i}", "target": f"hola {i}", "options": {"direction": d}}
+            for i in range(6) for d in ("English → Spanish", "Spanish → English")]
+    monkeypatch.setattr(tasks, "build_data", lambda name, seed=0: Splits(rows, rows[:8], []))
+    monkeypatch.setattr(export.finetuned, "ADAPTERS", tmp_path)
+    (tmp_path / "translate").mkdir()
+    result = compare_bases("translate", ["smollm2-135m", "qwen2.5-coder-0.5b"], n=4)
+    assert asked == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    assert all(r["run"] == "untuned, zero-shot" and r["n"] == 4 and r["metric"] == "chrF"
+               and "English → Spanish" in r["scores"] for r in result["runs"].values())
 
 
 def test_training_loss_goes_down_on_a_learnable_task(tiny_lm_dir, tmp_path):

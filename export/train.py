@@ -75,6 +75,17 @@ def cls_features(task, tokenizer, example: dict, max_len: int) -> dict:
     return {"input_ids": ids, "labels": task.labels.index(example["label"])}
 
 
+def round_robin(rows: list[dict], key) -> list[dict]:
+    """Rows interleaved one group at a time (groups by `key`, each in its given order): any prefix holds the groups
+    evenly until the smaller ones run out."""
+    import itertools
+
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return [r for batch in itertools.zip_longest(*groups.values()) for r in batch if r is not None]
+
+
 def _batch_order(lengths: list[int], batch_size: int, rng: random.Random, group_by_length: bool) -> list[list[int]]:
     """One epoch's batches (indices into the features): shuffled; with group_by_length, sorted by length within
     pools of 32 batches and the batches shuffled again, so each batch holds similar lengths."""
@@ -201,6 +212,8 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
     classify = task.kind == TaskKind.CLASSIFY
     pool = list(splits.train)
     random.Random(cfg.seed).shuffle(pool)
+    if cfg.balance_by:
+        pool = round_robin(pool, lambda r: str(r.get(cfg.balance_by, "")))
     pool = pool[: cfg.train_examples] + list(extra or [])
     make = cls_features if classify else sft_features
     feats = [f for f in (make(task, tok, ex, cfg.max_len) for ex in pool) if f is not None]

@@ -161,6 +161,18 @@ def test_answer_loss_equals_the_full_causal_lm_loss(tiny_lm_dir, tokenizer):
             assert torch.allclose(grads[n], p.grad, atol=1e-5), n
 
 
+def test_round_robin_draws_small_sources_evenly():
+    from collections import Counter
+
+    from export.train import round_robin
+
+    rows = [{"source": "big", "i": i} for i in range(90)] + [{"source": "small", "i": i} for i in range(10)]
+    mixed = round_robin(rows, lambda r: r["source"])
+    assert sorted(map(id, mixed)) == sorted(map(id, rows))  # every row once
+    assert Counter(r["source"] for r in mixed[:20]) == {"big": 10, "small": 10}
+    assert [r["i"] for r in mixed if r["source"] == "big"] == list(range(90))  # each group keeps its order
+
+
 def test_length_grouped_batches_cover_every_example_once_with_little_padding():
     import random
 

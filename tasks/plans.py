@@ -152,10 +152,20 @@ def per_group(metric: Callable, rows: list[dict], preds: list, option: str) -> d
     return out
 
 
-def balanced(rows: list[dict], n: int, option: str) -> list[dict]:
-    """Up to n rows, the same number for each value of `option`, in file order."""
+def balanced(rows: list[dict], n: int, option: str | Callable[[dict], str]) -> list[dict]:
+    """Up to n rows, the same number for each value of `option` (a control's name, or a function of the row),
+    in file order."""
+    key = option if callable(option) else lambda r: r["options"][option]
     by: dict[str, list] = {}
     for r in rows:
-        by.setdefault(r["options"][option], []).append(r)
+        by.setdefault(key(r), []).append(r)
     k = n // max(len(by), 1)
     return [r for g in sorted(by) for r in by[g][:k]]
+
+
+def seeded_balanced(rows: list[dict], n: int, option: str | Callable[[dict], str]) -> list[dict]:
+    """balanced() over a fixed shuffle (seed 0): a sample that does not take one document's rows first when the
+    split keeps a document's rows together."""
+    import random
+
+    return balanced(random.Random(0).sample(rows, len(rows)), n, option)

@@ -109,13 +109,9 @@ def _manpage_key(r: dict, known: set[str], pages_per_deb: dict[str, int]) -> str
 def eval_sample(rows: list[dict], n: int) -> list[dict]:
     """A fixed, seeded sample of n held-out rows, the same number from each source (as many as there are; rows
     that name no source, e.g. a user's file, count as one source)."""
-    import random
+    from tasks.plans import seeded_balanced
 
-    by: dict[str, list] = {}
-    for r in random.Random(0).sample(rows, len(rows)):
-        by.setdefault(r.get("source", ""), []).append(r)
-    k = n // max(len(by), 1)
-    return [r for s in sorted(by) for r in by[s][:k]]
+    return seeded_balanced(rows, n, lambda r: r.get("source", ""))
 
 
 def build_data(seed: int = 0) -> "Splits":

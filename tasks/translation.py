@@ -1,8 +1,6 @@
 """Translation between English and Spanish and between English and Chinese, with the direction chosen by the user."""
 from tasks.base import Control, Decoding, Task, TaskKind, chat, chrf
-import random
-
-from tasks.plans import EvalPlan, TrainConfig, at_least_per_group, balanced, per_group
+from tasks.plans import EvalPlan, TrainConfig, at_least_per_group, per_group, seeded_balanced
 
 DIRECTIONS = {
     "English → Spanish": ("English", "Spanish"),
@@ -56,8 +54,7 @@ TASK = Task(
                       train_examples=2000, group_by_length=True, time_budget_s=4200.0),
     # 60 held-out rows per direction, drawn across documents (the split keeps a document's rows together)
     evaluation=EvalPlan(size=240, metric="chrF", verdict=at_least_per_group("chrF", CHRF_TARGETS),
-                        group_by="direction", select_rows=lambda rows, n: balanced(
-                            random.Random(0).sample(rows, len(rows)), n, "direction"),
+                        group_by="direction", select_rows=lambda rows, n: seeded_balanced(rows, n, "direction"),
                         baseline=lambda splits, rows: (
                             "copy the source text", per_group(chrf, rows, [r["text"] for r in rows], "direction")),
                         in_words=lambda ft, base: f"its translations scored {ft['chrF']:.0f} out of 100 for "
@@ -153,9 +150,9 @@ def build_data(seed: int = 0) -> "Splits":
 
 def _order(pairs: list[dict], seed: int) -> list[dict]:
     """A stable order that mixes documents and sources (evaluation takes the first rows of each direction)."""
-    import hashlib
+    from tasks.splits import hash_bucket
 
-    return sorted(pairs, key=lambda p: hashlib.sha256(f"{seed}:{p['doc']}:{p['en']}".encode()).hexdigest())
+    return sorted(pairs, key=lambda p: hash_bucket(seed, f"{p['doc']}:{p['en']}"))
 
 
 def _cap(pairs: list[dict], seed: int) -> list[dict]:
@@ -186,17 +183,15 @@ def _without_held_out_texts(train, val, test) -> tuple[list[dict], list[dict]]:
 def _bible_share(train: list[dict], held: list[dict], seed: int) -> list[dict]:
     """Bible verse pairs (cleaned like the rest, none repeating a modern text) for BIBLE_SHARE of the training
     rows, drawn by a hash of the reference."""
-    import hashlib
-
     from tasks.parallel_text import clean_pair
-    from tasks.splits import dedupe
+    from tasks.splits import dedupe, hash_bucket
 
     seen = set().union(*map(_texts, train + held))
     verses = [dict(p, doc="bible:" + p["ref"].rsplit(" ", 1)[0], source="bible", lang="es")
               for p in _bible_pairs() if clean_pair(p["en"], p["es"], "es")]
     verses = [p for p in dedupe(dedupe(verses, lambda p: p["en"]), lambda p: p["es"]) if not _texts(p) & seen]
     n = int(BIBLE_SHARE * len(train) / (1 - BIBLE_SHARE))
-    return sorted(verses, key=lambda p: hashlib.sha256(f"{seed}:{p['ref']}".encode()).hexdigest())[:n]
+    return sorted(verses, key=lambda p: hash_bucket(seed, p["ref"]))[:n]
 
 
 def _rows(pairs: list[dict], seed: int) -> list[dict]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import threading
 from dataclasses import dataclass
 
@@ -220,8 +221,11 @@ TASK = Task(
               ("Can I pay in instalments?",), ("What's the weather like in Paris?",)),
     sample_inputs=("How long does delivery to Germany take?", "Can I pay with PayPal?", "What's your returns policy?"),
     # ~20 CPU minutes: prompts carry three KB entries (long); 400 of ~690 training questions
-    train=TrainConfig(max_steps=100, batch_size=4, max_len=448, lr=3e-4, train_examples=400),
-    evaluation=EvalPlan(size=120, metric="rougeL", verdict=lambda t, b, bl: qa_verdict(t),
+    # Qwen2.5-Coder-0.5B (multilingual, and better at keeping an entry's figures); ~25 CPU minutes: prompts carry
+    # three KB entries (long); 400 of ~690 training questions
+    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=100, batch_size=4, max_len=448, lr=2e-4,
+                      train_examples=400),
+    evaluation=EvalPlan(size=120, metric="rougeL", verdict=lambda t, b, bl: qa_verdict(t, bl),
                         select_rows=lambda rows, n: eval_sample(rows, n),
                         baseline=lambda splits, rows: retrieval_baseline(rows),
                         extra_scores=lambda rows, answers: answer_scores(rows, answers),
@@ -268,17 +272,55 @@ def answer_scores(rows: list[dict], answers: list[str]) -> dict:
     m["retrieval_hit_shown"] = sum(r["kb_id"] in _shown_ids(r) for r, _ in inscope) / n_in
     # which entry the answer really came from: the KB answer closest to it (ROUGE-L), i.e. the GPT as reranker
     m["answered_from_right_entry"] = sum(_closest_entry(kb, p) == r["kb_id"] for r, p in inscope) / n_in
+    m.update(number_grounding(kb, [p for p in answers if not handed_over(p)]))
     m["examples"] = [{"input": r["text"], "reference": r["target"], "output": p} for r, p in (inscope[:3] + oos[:2])]
     return m
 
 
-def qa_verdict(tuned: dict) -> str:
-    r, h, ret = tuned["rougeL"], tuned["handover_rate_out_of_scope"], tuned["retrieval_hit_at_1"]
-    ok = r >= 0.5 and h >= 0.8 and ret >= 0.9
-    return (f"{'met' if ok else 'MISSED'}: retrieval hit@1 {ret:.1%} (>= 90%; right entry among those shown "
-            f"{tuned.get('retrieval_hit_shown', 0):.1%}, answer taken from the right entry "
-            f"{tuned.get('answered_from_right_entry', 0):.1%}), answer ROUGE-L {r:.3f} (>= 0.5), "
-            f"out-of-scope hand-over {h:.0%} (>= 80%)")
+# a figure a customer could act on: "1-2", "14", "4.95", "30 days" -> "1", "2", "14", "4.95", "30"
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                 "fourteen", "fifteen", "twenty", "thirty", "sixty", "ninety", "hundred")
+
+
+def numbers_in(text: str) -> list[str]:
+    """The figures in a text: digit groups, and spelled-out numbers (a duration can be written "two weeks")."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return _NUMBER.findall(text) + [w for w in words if w in _NUMBER_WORDS]
+
+
+def number_grounding(kb, answers: list[str]) -> dict:
+    """Of the figures in the answers, the share found in the entry each answer came from (its closest KB answer):
+    an answer that says "2-3 days" where its entry says "1-2" is wrong in the way a customer acts on."""
+    total = grounded = answers_with = answers_ok = 0
+    for a in answers:
+        found = numbers_in(a)
+        if not found:
+            continue
+        entry = next(e for e in kb.entries if e.id == _closest_entry(kb, a))
+        source = set(numbers_in(f"{entry.question} {entry.answer}"))
+        ok = sum(n in source for n in found)
+        total, grounded = total + len(found), grounded + ok
+        answers_with, answers_ok = answers_with + 1, answers_ok + (ok == len(found))
+    return {"numbers_grounded": grounded / total if total else 1.0, "numbers_in_answers": total,
+            "answers_with_numbers_all_grounded": answers_ok / answers_with if answers_with else 1.0}
+
+
+def qa_verdict(tuned: dict, baseline: dict) -> str:
+    """The targets: ROUGE-L at least the top entry copied, in-scope answered >= 90%, off-topic handed over
+    >= 85%, >= 98% of an answer's figures in the entry it came from."""
+    r, h = tuned["rougeL"], tuned["handover_rate_out_of_scope"]
+    answered, nums = 1 - tuned["false_handover_rate_in_scope"], tuned.get("numbers_grounded", 0.0)
+    copy = baseline.get("rougeL", 0.0)
+    parts = [(r >= copy, f"answer ROUGE-L {r:.3f} (>= copying the top entry, {copy:.3f})"),
+             (answered >= 0.90, f"in-scope answered {answered:.0%} (>= 90%)"),
+             (h >= 0.85, f"out-of-scope handed over {h:.0%} (>= 85%)"),
+             (nums >= 0.98, f"figures found in the entry answered from {nums:.1%} (>= 98%, "
+                            f"{tuned.get('numbers_in_answers', 0)} figures)")]
+    missed = [text for ok, text in parts if not ok]
+    return (f"{'MISSED' if missed else 'met'}: " + "; ".join(text for _, text in parts) +
+            f"; retrieval hit@1 {tuned.get('retrieval_hit_at_1', 0):.1%}, answer taken from the right entry "
+            f"{tuned.get('answered_from_right_entry', 0):.1%}")
 
 
 def _shown_ids(row) -> list[str]:

@@ -50,3 +50,23 @@ def test_prepare_and_prompt_use_the_served_kb(monkeypatch):
     msgs = qa.build_messages("do you have gift cards", opts)
     assert "10 to 500 EUR" in msgs[-1]["content"] and qa.HANDOVER in msgs[0]["content"]
     assert qa.handed_over(qa.HANDOVER)
+
+
+def test_number_grounding_flags_a_figure_the_entry_does_not_have():
+    kb = qa.KnowledgeBase([qa.Entry("exp", "How fast is Express?", "Express delivery takes 1-2 working days."),
+                           qa.Entry("ret", "Can I return things?", "You can return items within 30 days.")],
+                          embedder=object())
+    right = qa.number_grounding(kb, ["Express delivery takes 1-2 working days.", "Returns within 30 days."])
+    assert right["numbers_grounded"] == 1.0 and right["numbers_in_answers"] == 3
+    wrong = qa.number_grounding(kb, ["Express delivery takes 2-3 working days.", "No figures here."])
+    assert wrong["numbers_grounded"] == 0.5 and wrong["answers_with_numbers_all_grounded"] == 0.0
+    assert qa.numbers_in("within two weeks, 4.95 EUR") == ["4.95", "two"]
+
+
+def test_qa_verdict_names_each_target():
+    tuned = {"rougeL": 0.7, "handover_rate_out_of_scope": 0.9, "false_handover_rate_in_scope": 0.05,
+             "numbers_grounded": 0.97, "numbers_in_answers": 100}
+    v = qa.qa_verdict(tuned, {"rougeL": 0.6})
+    assert v.startswith("MISSED") and "97.0%" in v
+    assert qa.qa_verdict({**tuned, "numbers_grounded": 1.0}, {"rougeL": 0.6}).startswith("met")
+    assert qa.qa_verdict({**tuned, "numbers_grounded": 1.0}, {"rougeL": 0.75}).startswith("MISSED")

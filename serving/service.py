@@ -49,10 +49,12 @@ class Reply:
 
 
 class Service:
-    def __init__(self, models: ModelSet, settings: Settings, tasks: dict[str, Task] | None = None):
+    def __init__(self, models: ModelSet, settings: Settings, tasks: dict[str, Task] | None = None,
+                 seed: int | None = None):
         self.models = models
         self.settings = settings
         self.tasks = tasks or REGISTRY
+        self.seed = seed  # evaluation samples reproducibly; the app leaves it None (a new draw each answer)
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
@@ -154,7 +156,7 @@ class Service:
         return Sampling(max_new_tokens=min(int(opts.get("max_new_tokens", d.max_new_tokens)), cap),
                         temperature=float(opts.get("temperature", d.temperature)),
                         top_p=float(opts.get("top_p", d.top_p)), repetition_penalty=d.repetition_penalty,
-                        no_repeat_ngram=d.no_repeat_ngram)
+                        no_repeat_ngram=d.no_repeat_ngram, seed=self.seed)
 
     @staticmethod
     def _label_scores(task: Task, model: OnnxCausalLM, ids: list[int]) -> dict[str, float]:

@@ -1,11 +1,11 @@
 """Text generation: continue a line in a chosen style (a quote, a classical Chinese poem, free text)."""
 from tasks.base import Control, Decoding, Task, TaskKind, chat
-from tasks.plans import EvalPlan, TrainConfig, relative_drop
+from tasks.plans import EvalPlan, TrainConfig
 
 STYLES = {
     "free": "Continue the user's text naturally.",
     "quote": "Write one short, memorable quotation in the spirit of the user's line.",
-    "poem (zh)": "用户给出一句诗。请以同样的风格写一首新的中文古诗（四句）。",
+    "poem (zh)": "用户给出一句诗。请以同样的风格写一首新的中文古诗（四句或八句）。",
 }
 
 
@@ -43,17 +43,57 @@ TASK = Task(
         ("It was a quiet morning in the harbour town when", "free", 0.9, 0.95, 128),
     ),
     sample_inputs=("The best way to predict the future is", "床前明月光，", "Once upon a time"),
-    # 240 steps is ~18 CPU minutes. max_len 320, not 128: every Chinese poem is over 128 tokens (median ~195),
-    # so a 128 cap silently trained the "poem (zh)" style on nothing; length grouping keeps the padding low
-    train=TrainConfig(max_steps=240, batch_size=8, max_len=320, lr=3e-4, train_examples=1920, group_by_length=True),
-    # perplexity of each held-out continuation; per style too (one style can hide in the pooled figure)
-    evaluation=EvalPlan(size=300, metric="perplexity", verdict=relative_drop("perplexity", 0.30),
+    # Qwen2.5-Coder-0.5B: it knows Chinese (SmolLM2 spells each character in 2-3 byte tokens). max_len 320: a
+    # poem is ~80 Qwen tokens (~195 SmolLM2 ones); length grouping keeps the padding low
+    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=160, batch_size=8, max_len=320, lr=2e-4,
+                      train_examples=1280, group_by_length=True, time_budget_s=1800.0),
+    # perplexity of each held-out continuation (after the user's line); per style too (one style can hide in the
+    # pooled figure); and the poems it writes for the held-out first lines, sampled as the app does: in form?
+    evaluation=EvalPlan(size=300, metric="perplexity", verdict=lambda t, b, bl: generation_verdict(t, b),
                         scoring="perplexity", group_by="style",
+                        sampled_rows=lambda rows: [{**r, "options": {**r["options"], "temperature": 0.7,
+                                                                     "max_new_tokens": 160}}
+                                                   for r in rows if r["options"]["style"] == "poem (zh)"],
+                        extra_scores=lambda rows, answers: poem_form_scores(answers),
                         in_words=lambda ft, base: f"it was {1 - ft['perplexity'] / base['perplexity']:.0%} less "
                                                   "surprised by the real continuation than the untuned model"),
     about="Good at short quotations in the spirit of the line you give; the Chinese poems keep the four-line form "
           "but rarely make sense, and free text drifts after a few sentences.",
 )
+
+
+_CLAUSE_END = "，。！？；、,.!?;:：\n"
+
+
+def poem_lines(text: str) -> list[str]:
+    """A Chinese poem's lines as a reader counts them: the clauses between punctuation marks, Han characters only."""
+    import re
+
+    clauses = re.split(f"[{_CLAUSE_END}]", text)
+    return [c for c in ("".join(re.findall(r"[\u4e00-\u9fff]", c)) for c in clauses) if c]
+
+
+def in_form(text: str) -> bool:
+    """A jueju or lüshi: 4 or 8 lines, all 5 or all 7 characters, and nothing but the poem."""
+    import re
+
+    lines = poem_lines(text)
+    leftover = re.sub(f"[\u4e00-\u9fff\\s{_CLAUSE_END}]", "", text)
+    return len(lines) in (4, 8) and len({len(l) for l in lines}) == 1 and len(lines[0]) in (5, 7) and not leftover
+
+
+def poem_form_scores(answers: list[str]) -> dict:
+    return {"poems_in_form": sum(map(in_form, answers)) / max(len(answers), 1), "poems_sampled": len(answers),
+            "poem_examples": answers[:3]}
+
+
+def generation_verdict(tuned: dict, base: dict) -> str:
+    """Perplexity on the continuations below the base model's, and >= 80% of sampled poems in form."""
+    ppl, base_ppl, form = tuned["perplexity"], base["perplexity"], tuned.get("poems_in_form", 0.0)
+    ok = ppl < base_ppl and form >= 0.8
+    return (f"{'met' if ok else 'MISSED'}: perplexity {ppl:.2f} vs base {base_ppl:.2f} (target: below); poems in "
+            f"form {form:.0%} of {tuned.get('poems_sampled', 0)} (target >= 80%; untuned "
+            f"{base.get('poems_in_form', 0):.0%})")
 
 
 FORTUNE_DIR = "/usr/share/games/fortunes"
@@ -102,7 +142,9 @@ def build_data(seed: int = 0) -> "Splits":
         raise DataMissing("Debian fortunes are not installed: run scripts/install_data.sh")
     quotes = dedupe([{"text": " ".join(q.split()[:6]), "target": q, "options": {"style": "quote"}} for q in quotes],
                     lambda r: r["target"])
-    poems = [p for f in ("tang300", "song100") for p in map(_poem, _fortunes(f)) if p]
+    # regulated verse only (jueju, lüshi: 4 or 8 lines of 5 or 7 characters; 321 of 408): the style asks for that
+    # form, and the 16-line ballads and irregular ci lines taught the model to run on
+    poems = [p for f in ("tang300", "song100") for p in map(_poem, _fortunes(f)) if p and in_form(p[1])]
     poems = dedupe([{"text": first, "target": body, "options": {"style": "poem (zh)"}} for first, body in poems],
                    lambda r: r["target"])
     q_tr, q_va, q_te = split(quotes, seed, n_test=250, n_val=100)
@@ -110,5 +152,5 @@ def build_data(seed: int = 0) -> "Splits":
     return Splits(q_tr + p_tr, q_va + p_va, q_te + p_te, extra={"leak_key": "target"}, sources=[
         {"name": f"Debian fortunes ({', '.join(QUOTE_FILES)}): quotes of 8-60 words", "license": "BSD",
          "count": len(quotes)},
-        {"name": "Debian fortunes-zh tang300 + song100: Tang and Song poems", "license": "GPL-3+",
+        {"name": "Debian fortunes-zh tang300 + song100: Tang and Song poems in regulated form", "license": "GPL-3+",
          "count": len(poems)}])

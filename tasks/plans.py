@@ -91,7 +91,7 @@ def at_least_per_group(metric: str, targets: dict[str, float]) -> Verdict:
         got = {g: tuned[g][metric] for g in targets if isinstance(tuned.get(g), dict)}
         ok = len(got) == len(targets) and all(got[g] >= targets[g] for g in got)
         return f"{'met' if ok else 'MISSED'}: {metric} " + ", ".join(
-            f"{g} {got[g]:.1f} ({'met' if got[g] >= targets[g] else 'missed'} >= {targets[g]:g})" for g in got) + \
+            f"{g} {got[g]:.3g} ({'met' if got[g] >= targets[g] else 'missed'} >= {targets[g]:g})" for g in got) + \
             "".join(f", {g} not measured" for g in targets if g not in got)
     return verdict
 
@@ -125,8 +125,10 @@ class EvalPlan:
     # (splits, rows) -> (description, metrics): the trivial baseline beside base and fine-tune; classifiers
     # default to TF-IDF + logistic regression on the same training split
     baseline: Callable[..., tuple[str, dict]] | None = None
-    # (rows, answers) -> more metrics (e.g. the QA hand-over rates); answers are the served model's
+    # (rows, answers) -> more metrics (e.g. the QA hand-over rates); answers are the served model's (perplexity
+    # scoring: sampled with a fixed seed for the rows `sampled_rows` picks, e.g. generation's poem form)
     extra_scores: Callable[[list[dict], list[str]], dict] | None = None
+    sampled_rows: Callable[[list[dict]], list[dict]] | None = None
     # (fine-tuned metrics, base metrics) -> the result for a user, no metric names: "it picked the right label
     # 87% of the time (the untuned model: 57%)"; the About tab wraps it with the size and the verdict
     in_words: Callable[[dict, dict], str] | None = None
@@ -141,8 +143,8 @@ def per_group(metric: Callable, rows: list[dict], preds: list, option: str) -> d
     import numpy as np
 
     out: dict = {}
-    for g in sorted({r["options"][option] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["options"][option] == g]
+    for g in sorted({group_value(r, option) for r in rows}):
+        idx = [i for i, r in enumerate(rows) if group_value(r, option) == g]
         out[g] = metric([preds[i] for i in idx], [rows[i]["target"] for i in idx])
     if not out:
         raise ValueError("no held-out rows to evaluate")
@@ -152,10 +154,15 @@ def per_group(metric: Callable, rows: list[dict], preds: list, option: str) -> d
     return out
 
 
+def group_value(row: dict, key: str) -> str:
+    """A row's group: a field of its own (a classifier row's "lang") or one of its options (a direction)."""
+    return row[key] if key in row else row["options"][key]
+
+
 def balanced(rows: list[dict], n: int, option: str | Callable[[dict], str]) -> list[dict]:
     """Up to n rows, the same number for each value of `option` (a control's name, or a function of the row),
     in file order."""
-    key = option if callable(option) else lambda r: r["options"][option]
+    key = option if callable(option) else lambda r: group_value(r, option)
     by: dict[str, list] = {}
     for r in rows:
         by.setdefault(key(r), []).append(r)

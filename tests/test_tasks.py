@@ -13,7 +13,8 @@ def test_every_registered_task_has_one_shape():
         plan = task.evaluation  # what training and evaluation read from the task module
         assert plan is not None and plan.size > 0 and plan.scoring in {"predict", "perplexity"}, name
         assert task.train.max_steps > 0 and task.train.max_len > 0, name
-        assert not plan.group_by or plan.group_by in {c.name for c in task.controls}, name
+        # a group is a control (a direction, a style) or, for a classifier, a field of every row (a language)
+        assert not plan.group_by or plan.group_by in {c.name for c in task.controls} or task.kind == "classify", name
         assert task.about and plan.in_words is not None, name  # the About tab's plain words come from here
         for ex in task.examples:
             assert len(ex) == 1 + len(task.controls), name
@@ -114,3 +115,14 @@ def test_each_task_module_reproduces_its_committed_card(name):
     assert json.loads((folder / "adapter_meta.json").read_text())["base_sha256"] == BASES[task.train.base].sha256
     assert task.evaluation.verdict(metrics["fine_tuned"], metrics["base_zero_shot"], metrics["baseline"]) == \
         metrics["target"]
+
+
+def test_poem_form_counts_lines_between_punctuation():
+    from tasks.generation import in_form, poem_form_scores
+
+    jueju = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"
+    assert in_form(jueju) and in_form(jueju + "\n" + jueju)  # 4 and 8 lines of 5
+    assert not in_form("床前明月光，疑是地上霜。\n举头望明月，低头思故。")  # a short line
+    assert not in_form("Here is one: " + jueju)  # chatter around the poem
+    assert not in_form("床前明月光，疑是地上霜。")  # two lines
+    assert poem_form_scores([jueju, "no"]) ["poems_in_form"] == 0.5

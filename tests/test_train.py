@@ -241,8 +241,8 @@ def test_evaluation_and_card_on_tiny_models(name, tiny_settings, tiny_models_dir
         rows = [{"text": f"hello {i}", "target": f"hola {i}", "options": {"direction": d}}
                 for i in range(15) for d in ("English → Spanish", "Spanish → English")]
     elif name == "generate":
-        rows = [{"text": f"line {i}", "target": f"a new line {i}", "options": {"style": ("quote", "free")[i % 2]}}
-                for i in range(30)]
+        rows = [{"text": f"line {i}", "target": f"a new line {i}",
+                 "options": {"style": ("quote", "free", "poem (zh)")[i % 3]}} for i in range(30)]
     else:
         rows = [{"text": f"text {i} " * 5, "target": f"summary {i}", "options": {}} for i in range(30)]
     splits = Splits(rows[:20], rows[20:22], rows[22:])
@@ -268,9 +268,26 @@ def test_evaluation_and_card_on_tiny_models(name, tiny_settings, tiny_models_dir
         assert "Majority class (always `negative`" in text
     if name == "generate":  # pooled perplexity plus one per style, the pooled one between them
         tuned_m = m["fine_tuned"]
-        per_style = [tuned_m["perplexity (quote)"], tuned_m["perplexity (free)"]]
+        per_style = [tuned_m[f"perplexity ({s})"] for s in ("quote", "free", "poem (zh)")]
         assert min(per_style) <= tuned_m["perplexity"] <= max(per_style)
         assert "| perplexity (quote) |" in text
+        # the poems it writes for the held-out poem rows are sampled (seeded) and checked for form
+        assert tuned_m["poems_sampled"] == sum(r["options"]["style"] == "poem (zh)" for r in rows[22:26])
+        assert 0 <= tuned_m["poems_in_form"] <= 1 and "poems in form" in m["target"]
+
+
+def test_perplexity_counts_the_continuation_only(tiny_models_dir, tiny_settings):
+    """A target that repeats the user's line first is scored on what follows it (and the end token) only."""
+    from export.evaluate import open_version, target_nll
+    from runtime import registry
+
+    backend = open_version(tiny_models_dir, registry.current(tiny_models_dir, "qa"))
+    tok, task = backend.model.tokenizer, REGISTRY["generate"]
+    echo = {"text": "The sea was calm", "target": "The sea was calm and the sky was grey", "options": {"style": "free"}}
+    fresh = {**echo, "text": "Something else"}
+    n_echo, n_fresh = (target_nll(task, backend, tiny_settings, [r])[1][0] for r in (echo, fresh))
+    assert n_fresh == len(tok(fresh["target"], add_special_tokens=False).input_ids) + 1
+    assert n_echo == len(tok(" and the sky was grey", add_special_tokens=False).input_ids) + 1
 
 
 def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):
@@ -286,3 +303,40 @@ def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):
                "baseline": {"name": "lead"}, "test_split_scored": 3}
     card = write_card(tmp_path, REGISTRY["summarize"], Splits([], [], []).card(), {"config": {}}, metrics, "tiny")
     assert "scored 3 time(s) for this version" in card.read_text()
+
+
+def test_a_classifier_is_scored_per_language_beside_its_baselines():
+    """Sentiment reads English and Chinese: accuracy per language for the model and both baselines, and the
+    verdict holds each language to its own target."""
+    pytest.importorskip("sklearn")
+    from export.evaluate import baseline, majority_class, with_groups
+
+    task = REGISTRY["sentiment"]
+    en = [{"text": t, "label": l, "lang": "English"} for t, l in
+          [("great fun", "positive"), ("awful bore", "negative"), ("great cast", "positive"), ("awful plot", "negative")]]
+    zh = [{"text": t, "label": l, "lang": "Chinese"} for t, l in
+          [("质量很好", "positive"), ("质量很差", "negative"), ("很好很喜欢", "positive"), ("很差不推荐", "negative")]]
+    rows = en + zh
+    m = with_groups(task, "lang", rows, ["positive"] * 8)
+    assert m["accuracy"] == 0.5 and m["English"]["accuracy"] == 0.5 and m["Chinese"]["accuracy"] == 0.5
+    name, bl = baseline(task, Splits(rows * 3, [], rows), rows)
+    assert "character 1-3 grams" in name and bl["Chinese"]["accuracy"] == 1.0  # no spaces: characters carry it
+    assert set(majority_class(task, Splits(rows, [], rows), rows)) >= {"label", "English", "Chinese"}
+    v = task.evaluation.verdict({"English": {"accuracy": 0.9}, "Chinese": {"accuracy": 0.85}}, {}, {})
+    assert v.startswith("MISSED") and "Chinese 0.85 (missed >= 0.9)" in v and "English 0.9 (met >= 0.87)" in v
+
+
+def test_chinese_reviews_are_split_apart_from_the_english_ones():
+    from tasks.sentiment import build_data
+    from tasks.splits import DataMissing
+
+    try:
+        splits = build_data(0)
+    except DataMissing as e:
+        pytest.skip(f"sentiment data not installed: {e}")
+    for rows, zh in ((splits.test, 600), (splits.val, 300)):
+        assert sum(r["lang"] == "Chinese" for r in rows) == zh
+    assert {r["lang"] for r in splits.train} == {"English", "Chinese"}
+    train_texts = {r["text"] for r in splits.train}
+    assert not any(r["text"] in train_texts for r in splits.test + splits.val)
+    assert splits.test[:1500] == [r for r in splits.test if r["lang"] == "English"]  # the English split as before

@@ -28,9 +28,9 @@ TASK = Task(
     sample_inputs=("A charming, funny film.", "Two hours I will never get back.", "书的内容很空洞，不推荐。"),
     # Qwen2.5-Coder-0.5B: it reads Chinese (~0.66 tokens a character; SmolLM2 needs ~1.7 and knows little
     # Chinese). Drawn half English, half Chinese; the step kept is the best on validation (both languages)
-    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=200, batch_size=16, max_len=96, lr=2e-4,
-                      train_examples=3200, balance_by="lang", group_by_length=True, eval_every=25,
-                      select_metric="accuracy", time_budget_s=2400.0),
+    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=150, batch_size=16, max_len=96, lr=2e-4,
+                      train_examples=2400, balance_by="lang", group_by_length=True, eval_every=25,
+                      select_metric="accuracy", time_budget_s=1500.0),
     evaluation=EvalPlan(size=2100, metric="accuracy", group_by="lang",
                         select_rows=lambda rows, n: rows[:n],  # every held-out row: 1,500 English, 600 Chinese
                         verdict=at_least_per_group("accuracy", {"English": 0.87, "Chinese": 0.90}),

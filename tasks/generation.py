@@ -44,9 +44,10 @@ TASK = Task(
     ),
     sample_inputs=("The best way to predict the future is", "床前明月光，", "Once upon a time"),
     # Qwen2.5-Coder-0.5B: it knows Chinese (SmolLM2 spells each character in 2-3 byte tokens). max_len 320: a
-    # poem is ~80 Qwen tokens (~195 SmolLM2 ones); length grouping keeps the padding low
+    # poem is ~80 Qwen tokens (~195 SmolLM2 ones); length grouping keeps the padding low. Styles drawn evenly:
+    # poems are 4% of the rows, and a run drawn uniformly saw ~40 of them (24% of its poems were in form)
     train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=120, batch_size=8, max_len=320, lr=2e-4,
-                      train_examples=960, group_by_length=True, time_budget_s=1200.0),
+                      train_examples=960, group_by_length=True, balance_by="style", time_budget_s=1200.0),
     # perplexity of each held-out continuation (after the user's line); per style too (one style can hide in the
     # pooled figure); and the poems it writes for the held-out first lines, sampled as the app does: in form?
     evaluation=EvalPlan(size=300, metric="perplexity", verdict=lambda t, b, bl: generation_verdict(t, b),

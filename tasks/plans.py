@@ -29,8 +29,8 @@ class TrainConfig:
     eval_every: int = 0
     # the validation metric that step selection maximises (a key of the task's metric)
     select_metric: str = "accuracy"
-    # draw the training examples evenly across the values of this row field (e.g. "source"), round robin, so a
-    # small source is not drowned by a big one; "" draws uniformly
+    # draw the training examples evenly across the values of this row field or option (e.g. "source", "style"),
+    # round robin, so a small source is not drowned by a big one; "" draws uniformly
     balance_by: str = ""
     # batch examples of similar length together (shuffled in pools of 32 batches): less padding when lengths
     # differ a lot, e.g. generation's quotes (~60 tokens) and Chinese poems (~200)

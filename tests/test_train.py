@@ -311,7 +311,14 @@ def test_a_classifier_is_scored_per_language_beside_its_baselines():
     pytest.importorskip("sklearn")
     from export.evaluate import baseline, majority_class, with_groups
 
-    task = REGISTRY["sentiment"]
+    from dataclasses import replace
+
+    from tasks.plans import at_least_per_group
+
+    # the per-language plan a bilingual sentiment run uses (the released adapter is English-only)
+    base_task = REGISTRY["sentiment"]
+    task = replace(base_task, evaluation=replace(base_task.evaluation, group_by="lang", verdict=at_least_per_group(
+        "accuracy", {"English": 0.87, "Chinese": 0.90})))
     en = [{"text": t, "label": l, "lang": "English"} for t, l in
           [("great fun", "positive"), ("awful bore", "negative"), ("great cast", "positive"), ("awful plot", "negative")]]
     zh = [{"text": t, "label": l, "lang": "Chinese"} for t, l in
@@ -331,9 +338,10 @@ def test_chinese_reviews_are_split_apart_from_the_english_ones():
     from tasks.splits import DataMissing
 
     try:
-        splits = build_data(0)
+        splits = build_data(0, chinese=True)
     except DataMissing as e:
         pytest.skip(f"sentiment data not installed: {e}")
+    assert build_data(0).test == splits.test[:1500]  # the released English-only split is the same rows
     for rows, zh in ((splits.test, 600), (splits.val, 300)):
         assert sum(r["lang"] == "Chinese" for r in rows) == zh
     assert {r["lang"] for r in splits.train} == {"English", "Chinese"}

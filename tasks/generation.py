@@ -58,8 +58,9 @@ TASK = Task(
                         extra_scores=lambda rows, answers: poem_form_scores(answers),
                         in_words=lambda ft, base: f"it was {1 - ft['perplexity'] / base['perplexity']:.0%} less "
                                                   "surprised by the real continuation than the untuned model"),
-    about="Good at short quotations in the spirit of the line you give; the Chinese poems keep the four-line form "
-          "but rarely make sense, and free text drifts after a few sentences.",
+    about="Good at short quotations in the spirit of the line you give; about a third of the Chinese poems keep a "
+          "regular form (4 or 8 lines of equal length), the rest have uneven lines, and free text drifts after a "
+          "few sentences.",
 )
 
 

@@ -2,6 +2,7 @@
 exponential back-off after failed admin-token attempts. In memory only; addresses are never stored."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -77,11 +78,11 @@ class Limits:
         wait = self.windows[kind].take(address, now) if kind in self.windows else 0.0
         if wait:
             raise RateLimited(f"Too many {KIND_NAMES.get(kind, 'requests')} from your address: please wait "
-                              f"{wait:.0f} s and try again.", wait)
+                              f"{math.ceil(wait)} s and try again.", wait)
         wait = self.everything.take("*", now)
         if wait:
             raise RateLimited(f"The server is at its limit for all users right now: please try again in "
-                              f"{wait:.0f} s.", wait)
+                              f"{math.ceil(wait)} s.", wait)
 
     # -- admin-token attempts: each failure doubles the wait before the next attempt is even checked ----------
     def admin_attempt(self, address: str) -> None:
@@ -89,7 +90,8 @@ class Limits:
             _, until = self._admin.get(address, (0, 0.0))
         wait = until - time.monotonic()
         if wait > 0:
-            raise RateLimited(f"Too many wrong admin tokens: wait {wait:.0f} s before the next attempt.", wait)
+            # rounded up: "wait 0 s" with 0.4 s left was refused again when taken at its word
+            raise RateLimited(f"Too many wrong admin tokens: wait {math.ceil(wait)} s before the next attempt.", wait)
 
     def admin_failed(self, address: str) -> None:
         with self._lock:

@@ -145,6 +145,10 @@ def test_failed_admin_attempts_back_off_exponentially(monkeypatch):
         waits.append(e.value.retry_after_s)
         clock[0] += e.value.retry_after_s + 0.01
     assert waits == [1, 2, 4, 8, 16]
+    lim.admin_failed("a")
+    clock[0] += 31.6  # 0.4 s of the 32 s left: the page says 1 s, not "0 s" (taken at its word, that was refused)
+    with pytest.raises(RateLimited, match="wait 1 s"):
+        lim.admin_attempt("a")
     lim.admin_attempt("b")  # per address
     lim.admin_succeeded("a")
     lim.admin_attempt("a")

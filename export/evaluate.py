@@ -103,14 +103,12 @@ def baseline(task, splits, rows) -> tuple[str, dict]:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline, make_union
 
-        # word 1-2 grams, plus character 1-3 grams where a task has text without spaces (Chinese)
-        chars = any(group_value(r, plan.group_by) == "Chinese" for r in rows) if plan.group_by else False
-        features = make_union(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-                              *[TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)]
-                              * chars)
-        clf = make_pipeline(features, LogisticRegression(max_iter=2000, C=4.0))
+        features = [TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)]
+        if plan.char_ngrams:
+            features.append(TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True))
+        clf = make_pipeline(make_union(*features), LogisticRegression(max_iter=2000, C=4.0))
         clf.fit([r["text"] for r in splits.train], [r["label"] for r in splits.train])
-        name = "TF-IDF (word 1-2 grams" + (", character 1-3 grams" if chars else "") + \
+        name = "TF-IDF (word 1-2 grams" + (", character 1-3 grams" if plan.char_ngrams else "") + \
             ") + logistic regression on the same training split"
         return name, with_groups(task, plan.group_by, rows, list(clf.predict([r["text"] for r in rows])))
     return "n/a (compared with the base model)", {}

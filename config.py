@@ -50,8 +50,16 @@ class Settings:
     trusted_proxy_hops: int = field(default_factory=lambda: int(_env("NLPAPP_TRUSTED_PROXY_HOPS", "0")))
     # Answers (and their feedback) older than this many days are erased; 0 keeps them.
     retention_days: float = field(default_factory=lambda: float(_env("NLPAPP_RETENTION_DAYS", "0")))
+    # shared | merged: how generation tasks serve their LoRA adapters. shared: one LoRA-ready graph per base,
+    # each request applies its task's adapter (one base in memory, one export to build). merged: each task gets
+    # its own export with the adapter merged in (a full copy of the base per task).
+    adapters: str = field(default_factory=lambda: _env("NLPAPP_ADAPTERS", "shared").lower())
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
+
+    def __post_init__(self):
+        if self.adapters not in ("shared", "merged"):
+            raise ValueError(f"NLPAPP_ADAPTERS must be 'shared' or 'merged', not {self.adapters!r}")
 
     def db_url(self) -> str:
         if self.database_url:

@@ -4,6 +4,7 @@
 
 Measures, from process start: the page answering HTTP 200, then the first real answer of every tab
 through gradio_client (asked in the order the loader uses, so the figure is "every tab answered").
+Then the serving process's memory with every task loaded (resident now, and its peak).
 Prints medians over the repeats. Needs the models prepared (`python -m export prepare`).
 """
 from __future__ import annotations
@@ -34,6 +35,16 @@ def _wait_http(url: str, proc, deadline: float) -> None:
     raise TimeoutError("the app did not serve its page in time")
 
 
+def process_memory_mb(pid: int) -> dict:
+    """Resident set now and its peak (VmRSS, VmHWM) of a running process, in MB (Linux /proc)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": fields.get("VmRSS", float("nan")), "peak_rss_mb": fields.get("VmHWM", float("nan"))}
+
+
 def once(port: int, timeout: float = 300) -> dict:
     from gradio_client import Client
 
@@ -53,6 +64,7 @@ def once(port: int, timeout: float = 300) -> dict:
             args = [task.sample_inputs[0]] + [c.default for c in task.controls]
             client.predict(*args, api_name=f"/{name}")
             out[name] = time.time() - t0
+        out.update(process_memory_mb(proc.pid))
         return out
     finally:
         proc.terminate()
@@ -71,6 +83,10 @@ def main(argv=None) -> int:
     print(f"app start, models prepared, {a.repeats} runs (median seconds from process start):")
     for k in runs[0]:
         xs = [r[k] for r in runs]
+        if k.endswith("_mb"):
+            label = {"rss_mb": "serving RSS, all tasks (MB)", "peak_rss_mb": "serving peak RSS (MB)"}[k]
+            print(f"  {label:28s} {statistics.median(xs):6.0f}   runs: {', '.join(f'{x:.0f}' for x in xs)}")
+            continue
         label = "page served (HTTP 200)" if k == "page" else f"first {k} answer"
         print(f"  {label:28s} {statistics.median(xs):6.1f}   runs: {', '.join(f'{x:.1f}' for x in xs)}")
     return 0

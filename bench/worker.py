@@ -2,6 +2,7 @@
 
     python -m bench.worker classify  --engine torch|ort --precision fp32|int8 --ckpt DIR --onnx DIR --task T
     python -m bench.worker generate  --engine torch|ort --precision fp32|int8|fp16 --ckpt DIR --onnx DIR
+                                     [--adapter DIR]  (a LoRA adapter: PEFT on torch; run-time inputs on ort)
 """
 from __future__ import annotations
 
@@ -100,7 +101,12 @@ def generate(args) -> dict:
         torch.set_num_threads(os.cpu_count() or 2)
         dtype = torch.float16 if args.precision == "fp16" else torch.float32
         dev = "cuda" if args.precision == "fp16" else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(args.ckpt, dtype=dtype).to(dev).eval()
+        model = AutoModelForCausalLM.from_pretrained(args.ckpt, dtype=dtype)
+        if args.adapter:  # un-merged, as a PEFT user would run it
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, args.adapter)
+        model = model.to(dev).eval()
 
         def run(batch, n):
             x = torch.tensor([ids] * batch, device=dev)
@@ -114,6 +120,10 @@ def generate(args) -> dict:
 
         lm = OnnxCausalLM(os.path.join(args.onnx, args.precision, "model.onnx"), tok, args.precision,
                           "cuda" if args.precision == "fp16" else "cpu", threads=args.threads)
+        if args.adapter:
+            from runtime.adapters import read_adapter
+
+            lm = lm.with_adapter(read_adapter(args.adapter, lm.session))
 
         def run(batch, n):
             lm.generate_batch([ids] * batch, n, ignore_stop=True)
@@ -141,6 +151,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--adapter", default="")
     args = p.parse_args()
     res = classify(args) if args.kind == "classify" else generate(args)
     print("RESULT " + json.dumps(res))

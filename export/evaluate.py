@@ -177,11 +177,12 @@ def cached_score(task, backend, settings, rows, models_dir) -> dict:
     return m
 
 
-def eval_rows(task, splits, n: int | None = None) -> list[dict]:
-    """The held-out rows to score: the plan's selection, else balanced over its groups, else the first n."""
+def eval_rows(task, splits, n: int | None = None, split: str = "test") -> list[dict]:
+    """The held-out rows to score: the plan's selection, else balanced over its groups, else the first n.
+    `split="val"` selects the same way from the validation split (for choices made before the test)."""
     plan = task.evaluation
     n = n or plan.size
-    rows = list(splits.test)
+    rows = list(getattr(splits, split))
     if plan.select_rows is not None:
         return plan.select_rows(rows, n)
     if plan.group_by and plan.scoring == "predict":

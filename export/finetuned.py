@@ -94,8 +94,11 @@ def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
 
 
 def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | None = None,
-                        register: bool = True) -> registry.ModelVersion:
-    """Merge, export (LM or classifier), check, and (with `register`) make it the task's current version."""
+                        register: bool = True, shared: bool = False) -> registry.ModelVersion:
+    """Export (LM or classifier), check, and (with `register`) make it the task's current version.
+
+    `shared` (generation tasks): the adapter is applied at run time to the one LoRA-ready graph of its base,
+    which every generation task shares; otherwise it is merged into a copy of the base and exported alone."""
     from export.base_model import base_sha256
     from export.onnx_export import export_model
 
@@ -105,6 +108,12 @@ def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | N
     refusal = base_refusal(folder, base_sha, version)
     if refusal:
         raise BaseMismatch(refusal)
+    if shared and task.kind != TaskKind.CLASSIFY:
+        mv = shared_adapter_version(folder, version, base_dir, models_dir, base_sha)
+        if register:
+            registry.register(models_dir, task.name, mv)
+            log.info("registered %s for %s (adapter on the shared base graph %s)", version, task.name, mv.path)
+        return mv
     merged = merge(task, base_dir, folder, Path(models_dir) / "merged" / version)
     kind = ModelKind.CLASSIFIER if task.kind == TaskKind.CLASSIFY else ModelKind.LM
     result = export_model(merged, Path(models_dir) / "onnx", kind)
@@ -117,3 +126,38 @@ def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | N
         registry.register(models_dir, task.name, mv)
         log.info("registered %s for %s (%s)", version, task.name, result.path)
     return mv
+
+
+def shared_adapter_version(folder: Path, version: str, base_dir: Path, models_dir: Path,
+                           base_sha: str) -> registry.ModelVersion:
+    """The adapter copied under the models folder (immutable per version) and checked on the base's LoRA-ready
+    graph against PyTorch + PEFT (fp32: equal greedy tokens; int8: logit cosine), checks cached beside it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from export.lora_graph import export_lora_base
+    from export.onnx_export import Tolerance, _load_torch, _untie_lm_head, check_export, quiet_export
+
+    result = export_lora_base(base_dir, Path(models_dir) / "onnx")
+    served = Path(models_dir) / "adapters" / version
+    checks_file = served / f"checks-{result.key}.json"
+    if not checks_file.exists():
+        tmp = served.with_name(served.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for f in Path(folder).iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+        with quiet_export(), torch.no_grad():
+            model = _load_torch(base_dir, "lm")
+            _untie_lm_head(model)  # as exported (same values; PEFT does not touch lm_head)
+            model = PeftModel.from_pretrained(model, tmp).eval()
+            checks = check_export(result, model, AutoTokenizer.from_pretrained(base_dir), Tolerance(), adapter=tmp)
+        (tmp / checks_file.name).write_text(json.dumps(checks, indent=1))
+        shutil.rmtree(served, ignore_errors=True)
+        tmp.rename(served)
+    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    return registry.ModelVersion(version=version, kind=ModelKind.LM, path=str(result.path), tuned=True,
+                                 base_model=str(base_dir), metrics=metrics, base_sha256=base_sha,
+                                 adapter=str(served))

@@ -148,10 +148,11 @@ def _sample_batch(tokenizer):
     return enc
 
 
-def _ort_full_logits(session, ids: list[int], kind: str) -> np.ndarray:
+def _ort_full_logits(session, ids: list[int], kind: str, lora=None) -> np.ndarray:
     names = [i.name for i in session.get_inputs()]
     n = len(ids)
-    feeds = {"input_ids": np.asarray([ids], np.int64), "attention_mask": np.ones((1, n), np.int64)}
+    feeds = {"input_ids": np.asarray([ids], np.int64), "attention_mask": np.ones((1, n), np.int64),
+             **(lora.feeds if lora is not None else {})}
     if "position_ids" in names:
         feeds["position_ids"] = np.arange(n, dtype=np.int64)[None, :]
     for i in session.get_inputs():
@@ -162,12 +163,20 @@ def _ort_full_logits(session, ids: list[int], kind: str) -> np.ndarray:
     return out[0].astype(np.float32)  # lm: (seq, vocab); classifier: (labels,)
 
 
-def check_export(result: ExportResult, model, tokenizer, tol: Tolerance) -> dict:
-    """Compare every exported precision with PyTorch on sample inputs; raise ExportRefused if beyond tol."""
+def check_export(result: ExportResult, model, tokenizer, tol: Tolerance, adapter: Path | None = None) -> dict:
+    """Compare every exported precision with PyTorch on sample inputs; raise ExportRefused if beyond tol.
+    A LoRA-ready export is checked with `adapter`'s factors as inputs (`model` is then the PEFT model), or
+    with rank-0 factors (the base)."""
     import torch
 
+    from runtime.adapters import lora_inputs, no_adapter, read_adapter
     from runtime.lm import OnnxCausalLM, Sampling
     from runtime.providers import open_session
+
+    def lora_for(session):
+        if not lora_inputs(session):
+            return None
+        return read_adapter(adapter, session) if adapter is not None else no_adapter(session)
 
     checks: dict = {}
     samples = _sample_batch(tokenizer)
@@ -175,7 +184,8 @@ def check_export(result: ExportResult, model, tokenizer, tol: Tolerance) -> dict
         ref = [model(torch.tensor([ids])).logits[0].float().numpy() for ids in samples]
     for precision in result.precisions:
         sess, placement = open_session(result.onnx(precision), precision, "auto" if precision == "fp16" else "cpu")
-        got = [_ort_full_logits(sess, ids, result.kind) for ids in samples]
+        lora = lora_for(sess)
+        got = [_ort_full_logits(sess, ids, result.kind, lora) for ids in samples]
         diff = max(float(np.abs(g - r).max()) for g, r in zip(got, ref))
         cos = float(np.mean(np.concatenate([
             np.atleast_1d(np.sum(g * r, -1) / (np.linalg.norm(g, axis=-1) * np.linalg.norm(r, axis=-1) + 1e-12))
@@ -189,6 +199,8 @@ def check_export(result: ExportResult, model, tokenizer, tol: Tolerance) -> dict
             c["rule"] = f"max |logit diff| <= {tol.fp32_logits_atol}"
             if ok and result.kind == ModelKind.LM:
                 lm = OnnxCausalLM(result.onnx(precision), tokenizer, precision, "cpu")
+                if lora is not None:
+                    lm = lm.with_adapter(lora_for(lm.session))
                 greedy_ok = True
                 for ids in samples:
                     ort_ids = lm.generate(ids, Sampling(max_new_tokens=tol.greedy_tokens))

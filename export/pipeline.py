@@ -51,7 +51,8 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     facts = json.loads(facts_path.read_text())
     same_base = [t for t in REGISTRY if task_base(s, t) == source]
     base_mv = register_base_version(s, same_base, source)  # the zero-shot comparison (and fallback) version
-    tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False)  # registered once, with metrics
+    # registered once, with metrics
+    tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False, shared=s.adapters == "shared")
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
     metrics["test_split_scored"] = times_test_scored(folder, tuned_mv.version) + 1
     card = write_card(folder, task, splits.card(), facts, metrics, source)

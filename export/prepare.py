@@ -24,10 +24,14 @@ def base_version(s: Settings, source: str, precisions: list[str] | None = None,
                  force: bool = False) -> registry.ModelVersion:
     """The un-tuned base model `source` (zero-shot prompts), exported (cached by export key), not registered."""
     from export.base_model import base_sha256, prepare_base
+    from export.lora_graph import export_lora_base
     from export.onnx_export import export_model
 
     ckpt = prepare_base(source, s.models_dir, force=force)
-    result = export_model(ckpt, s.models_dir / "onnx", "lm", precisions, force=force)
+    if s.adapters == "shared":  # the LoRA-ready graph with rank-0 factors: the same session the adapters use
+        result = export_lora_base(ckpt, s.models_dir / "onnx", precisions, force=force)
+    else:
+        result = export_model(ckpt, s.models_dir / "onnx", "lm", precisions, force=force)
     return registry.ModelVersion(version=f"base-{result.key[:8]}", kind="lm", path=str(result.path),
                                  tuned=False, base_model=source, base_sha256=base_sha256(ckpt))
 
@@ -53,6 +57,15 @@ def _wanted(task: str, base_sha: str) -> str | None:
     return adapter_version(task)
 
 
+def _served_as_configured(s: Settings, task: str, cur: registry.ModelVersion) -> bool:
+    """A generation task's adapter is served the way NLPAPP_ADAPTERS says (shared base graph, or merged)."""
+    from tasks import REGISTRY, TaskKind
+
+    if REGISTRY[task].kind == TaskKind.CLASSIFY:
+        return True
+    return bool(cur.adapter) == (s.adapters == "shared")
+
+
 def ready(s: Settings, tasks: list[str]) -> bool:
     from export.base_model import expected_base_sha256
     from export.finetuned import has_adapter
@@ -62,6 +75,8 @@ def ready(s: Settings, tasks: list[str]) -> bool:
         cur = registry.current(s.models_dir, t)
         want = _wanted(t, base_sha)
         if cur is None or cur.base_sha256 != base_sha or (want is not None and cur.version != want):
+            return False
+        if want is not None and not _served_as_configured(s, t, cur):
             return False
         if want is None and has_adapter(t) and cur.tuned:  # its adapter is refused on this base
             return False
@@ -103,8 +118,8 @@ def _prepare_on_base(s: Settings, source: str, tasks: list[str], force: bool) ->
             if force or cur is None or cur.base_sha256 != base_sha or cur.tuned or cur.note != refusal:
                 fallback = fallback or base_version(s, source, force=force)
                 registry.register(s.models_dir, t, replace(fallback, note=refusal))
-        elif force or cur is None or cur.version != want:
-            build_tuned_version(REGISTRY[t], base_dir, s.models_dir)
+        elif force or cur is None or cur.version != want or not _served_as_configured(s, t, cur):
+            build_tuned_version(REGISTRY[t], base_dir, s.models_dir, shared=s.adapters == "shared")
         cur = registry.current(s.models_dir, t)
         log.info("step task %s registered on %s: %s (%s) done in %.1f s", t, source, cur.version,
                  "fine-tuned" if cur.tuned else "un-tuned base" + (", adapter refused" if cur.note else ""),

@@ -1,6 +1,7 @@
 """A causal LM served from ONNX with a KV cache: a lean token loop for streaming, sampling and scoring."""
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from dataclasses import dataclass
@@ -77,6 +78,25 @@ class OnnxCausalLM:
         self.past_dtype = _NP_DTYPE.get(past[0].type, np.float32) if past else np.float32
         # shape: (batch, kv_heads, seq, head_dim); the static dims come from the graph
         self.kv_heads, self.head_dim = (past[0].shape[1], past[0].shape[3]) if past else (0, 0)
+        # A LoRA-ready base graph (export/lora_graph.py) takes an adapter's factors as inputs on every step;
+        # without one it gets rank-0 factors and computes the base model.
+        from runtime.adapters import lora_inputs, no_adapter
+
+        self.lora = no_adapter(self.session) if lora_inputs(self.session) else None
+
+    @property
+    def takes_adapters(self) -> bool:
+        return self.lora is not None
+
+    def with_adapter(self, lora) -> "OnnxCausalLM":
+        """A view of this model that applies `lora` (runtime.adapters.LoraFeeds) on every step. It shares the
+        session, tokenizer and memory of the base: switching adapters per request costs nothing."""
+        if self.lora is None:
+            raise ValueError("this export has no LoRA inputs: serve a merged export of the adapter instead")
+        view = copy.copy(self)
+        view.__dict__.pop("_label_priors", None)  # zero-shot priors belong to one adapter
+        view.lora = lora
+        return view
 
     @property
     def stop_ids(self) -> set[int]:
@@ -94,6 +114,8 @@ class OnnxCausalLM:
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, past: dict[str, np.ndarray],
                 position_ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, **past}
+        if self.lora is not None:
+            feeds.update(self.lora.feeds)
         if "position_ids" in self.input_names:
             feeds["position_ids"] = position_ids
         if self.io_binding:

@@ -1,4 +1,7 @@
-"""The loaded models: one ONNX session per distinct export, shared by the tasks that use it, swappable live."""
+"""The loaded models: one ONNX session per distinct export, shared by the tasks that use it, swappable live.
+
+Generation tasks served as adapters on a LoRA-ready base graph share that one session: a task's backend is a
+view that feeds its adapter's factors, so a newly registered adapter version is live without reloading the base."""
 from __future__ import annotations
 
 import logging
@@ -59,6 +62,10 @@ class ModelSet:
             model = cls(onnx_path, tok, precision, self.provider, self.threads)
             self._sessions[key] = (model, model.placement)
         model, placement = self._sessions[key]
+        if mv.adapter:  # a view of the shared base session that applies this version's adapter
+            from runtime.adapters import read_adapter
+
+            model = model.with_adapter(read_adapter(Path(mv.adapter), model.session, mv.version))
         labels = None
         if mv.kind == ModelKind.CLASSIFIER:
             cfg = json.loads((Path(mv.path) / "config.json").read_text())

@@ -45,6 +45,10 @@ class ModelVersion:
     created: float = field(default_factory=time.time)
     base_sha256: str = ""  # sha256 of the base GGUF the served weights come from ("" if unverified)
     note: str = ""  # why this version serves (e.g. the task's adapter was refused: trained on another base)
+    # A LoRA adapter folder applied at run time to the shared base graph at `path` ("" = `path` is complete:
+    # a merged export, or the base itself). Served from a copy under the models folder, so a version's
+    # weights never change under its name.
+    adapter: str = ""
 
     def __post_init__(self):
         self.kind = ModelKind(self.kind)
@@ -129,10 +133,13 @@ def _change(models_dir: Path, task: str, action: str, edit) -> None:
 
 def register(models_dir: Path, task: str, mv: ModelVersion, make_current: bool = True) -> None:
     record = asdict(mv)
-    try:  # relative inside the models folder, so the folder can move
-        record["path"] = str(Path(mv.path).resolve().relative_to(Path(models_dir).resolve()))
-    except ValueError:
-        pass
+    for key in ("path", "adapter"):
+        if not record[key]:
+            continue
+        try:  # relative inside the models folder, so the folder can move
+            record[key] = str(Path(record[key]).resolve().relative_to(Path(models_dir).resolve()))
+        except ValueError:
+            pass
 
     def edit(entry):
         entry["versions"][mv.version] = record
@@ -176,4 +183,8 @@ def current(models_dir: Path, task: str) -> ModelVersion | None:
         return None
     mv = ModelVersion(**entry["versions"][entry["current"]])
     mv.path = str(Path(models_dir) / mv.path)  # absolute paths stay absolute
+    if mv.adapter:
+        mv.adapter = str(Path(models_dir) / mv.adapter)
+        if not (Path(mv.adapter) / "adapter_model.safetensors").exists():
+            return None
     return mv if (Path(mv.path) / "manifest.json").exists() else None

@@ -386,29 +386,35 @@ def test_adapter_trained_on_another_base_is_not_served_as_tuned(tmp_path, monkey
         build_tuned_version(REGISTRY["summarize"], tiny_prepare, models, folder=folder)
 
 
-def test_adapter_trained_on_this_base_is_merged(tmp_path, monkeypatch, tiny_prepare, tiny_lm_export):
+@pytest.mark.parametrize("mode", ["merged", "shared"])
+def test_adapter_trained_on_this_base_is_served(mode, tmp_path, monkeypatch, tiny_prepare, tiny_lm_export):
+    """An adapter trained on this base is built the way NLPAPP_ADAPTERS says; switching the mode rebuilds it."""
     import export.finetuned
     from config import Settings
-    from export.finetuned import adapter_version
+    from export.finetuned import adapter_dir, adapter_version
     from export.prepare import prepare_models, ready
     from runtime import registry
 
     _adapter(tmp_path / "adapters", "summarize", QWEN_CODER.sha256)
     models = tmp_path / "models"
-    merged = []
+    built = []
 
-    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True):
-        merged.append(task.name)
+    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True, shared=False):
+        built.append((task.name, shared))
         mv = registry.ModelVersion(adapter_version(task.name), "lm", str(tiny_lm_export.path), tuned=True,
-                                   base_sha256=QWEN_CODER.sha256)
+                                   base_sha256=QWEN_CODER.sha256, adapter=str(adapter_dir(task.name)) if shared else "")
         registry.register(models_dir, task.name, mv)
         return mv
 
     monkeypatch.setattr(export.finetuned, "build_tuned_version", fake_build_tuned_version)
-    s = Settings(models_dir=models, base_model="qwen2.5-coder-0.5b", provider="cpu")
+    s = Settings(models_dir=models, base_model="qwen2.5-coder-0.5b", provider="cpu", adapters=mode)
     prepare_models(s, ["summarize"])
     cur = registry.current(models, "summarize")
-    assert merged == ["summarize"] and cur.tuned and cur.note == "" and ready(s, ["summarize"])
+    assert built == [("summarize", mode == "shared")] and cur.tuned and cur.note == "" and ready(s, ["summarize"])
+    assert bool(cur.adapter) == (mode == "shared")
+    other = Settings(models_dir=models, base_model="qwen2.5-coder-0.5b", provider="cpu",
+                     adapters="merged" if mode == "shared" else "shared")
+    assert not ready(other, ["summarize"])
 
 
 def test_export_log_is_one_line_per_step(tiny_lm_dir, tmp_path, caplog, recwarn):
@@ -452,7 +458,7 @@ def test_each_task_is_prepared_on_its_own_base(tmp_path, monkeypatch, tiny_lm_di
     _adapter(tmp_path / "adapters", "summarize", QWEN_CODER.sha256)
     merged = []
 
-    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True):
+    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True, shared=False):
         merged.append((task.name, base_dir))
         mv = registry.ModelVersion(adapter_version(task.name), "lm", str(tiny_lm_export.path), tuned=True,
                                    base_sha256=QWEN_CODER.sha256)
@@ -461,7 +467,7 @@ def test_each_task_is_prepared_on_its_own_base(tmp_path, monkeypatch, tiny_lm_di
 
     monkeypatch.setattr(export.finetuned, "build_tuned_version", fake_build_tuned_version)
     models = tmp_path / "models"
-    s = Settings(models_dir=models, base_model="", provider="cpu")
+    s = Settings(models_dir=models, base_model="", provider="cpu", adapters="merged")
     assert (task_base(s, "summarize"), task_base(s, "generate")) == (QWEN_CODER.name, SMOLLM2.name)
     prepare_models(s, ["summarize", "generate"])
     assert merged == [("summarize", bases[QWEN_CODER.name])]
@@ -469,7 +475,7 @@ def test_each_task_is_prepared_on_its_own_base(tmp_path, monkeypatch, tiny_lm_di
     assert not gen.tuned and gen.base_sha256 == SMOLLM2.sha256 and gen.base_model == SMOLLM2.name
     assert registry.current(models, "summarize").tuned and ready(s, ["summarize", "generate"])
 
-    one = Settings(models_dir=models, base_model=SMOLLM2.name, provider="cpu")
+    one = Settings(models_dir=models, base_model=SMOLLM2.name, provider="cpu", adapters="merged")
     assert not ready(one, ["summarize"])
     prepare_models(one, ["summarize"])
     cur = registry.current(models, "summarize")

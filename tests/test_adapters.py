@@ -1,0 +1,193 @@
+"""LoRA adapters applied at run time to one shared base graph: equal to PyTorch + PEFT, switched per request."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROMPTS = ["The quick brown fox", "Where is my order? I paid on Monday.", "Shares of the bank fell"]
+TOKENS = 12
+
+
+def _adapter(base_dir: Path, out: Path, seed: int, **lora) -> Path:
+    """A PEFT adapter with random A and B (PEFT's default B=0 would be the base model and prove nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    cfg = LoraConfig(init_lora_weights=False, **lora)
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():  # big enough to change greedy tokens of the tiny model
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(8.0)
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny_lm_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    every = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return {
+        "a": _adapter(tiny_lm_dir, root / "a", 1, r=4, lora_alpha=8, target_modules=every),
+        # another rank, two projections only (the rest get rank 0), rsLoRA scaling
+        "b": _adapter(tiny_lm_dir, root / "b", 2, r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                      use_rslora=True),
+    }
+
+
+@pytest.fixture(scope="session")
+def lora_export(tiny_lm_dir, onnx_root):
+    from export.lora_graph import export_lora_base
+
+    return export_lora_base(tiny_lm_dir, onnx_root, ["fp32", "int8"])
+
+
+@pytest.fixture(scope="session")
+def base_lm(lora_export, tokenizer):
+    from runtime.lm import OnnxCausalLM
+
+    return OnnxCausalLM(lora_export.onnx("fp32"), tokenizer, "fp32", "cpu")
+
+
+def _torch_greedy(model, tokenizer, ids: list[int], stop: set[int]) -> list[int]:
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=TOKENS, do_sample=False, eos_token_id=sorted(stop),
+                             pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+    for k, t in enumerate(out):
+        if t in stop:
+            return out[:k]
+    return out
+
+
+def test_lora_export_is_checked_and_rank_zero_is_the_base(lora_export, tiny_lm_export, tokenizer):
+    """The patched graph with no adapter computes the base: its checks passed, and its int8 logits equal the
+    un-patched int8 graph's (same quantized weights; an empty MatMul adds zeros)."""
+    from export.onnx_export import _ort_full_logits
+    from runtime.adapters import no_adapter
+    from runtime.providers import open_session
+
+    manifest = json.loads((lora_export.path / "manifest.json").read_text())
+    assert manifest["lora_slots"] == 2 * 7 and all(c["passed"] for c in manifest["checks"].values())
+    ids = tokenizer(PROMPTS[1]).input_ids
+    plain, _ = open_session(tiny_lm_export.onnx("int8"), "int8", "cpu")
+    patched, _ = open_session(lora_export.onnx("int8"), "int8", "cpu")
+    want = _ort_full_logits(plain, ids, "lm")
+    got = _ort_full_logits(patched, ids, "lm", no_adapter(patched))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_adapters_switched_per_request_equal_pytorch_peft(tiny_lm_dir, adapters, base_lm, tokenizer):
+    """fp32: greedy tokens through the one base session equal PyTorch + PEFT, adapter chosen per request."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from runtime.adapters import read_adapter
+    from runtime.lm import Sampling
+
+    torch_base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    peft = PeftModel.from_pretrained(torch_base, adapters["a"], adapter_name="a")
+    peft.load_adapter(adapters["b"], adapter_name="b")
+    peft.eval()
+    views = {name: base_lm.with_adapter(read_adapter(folder, base_lm.session, name))
+             for name, folder in adapters.items()}
+    stop = base_lm.stop_ids
+    outputs = {}
+    for name in ["a", None, "b", "a", None, "b"]:  # switching back and forth on one session
+        for prompt in PROMPTS:
+            ids = tokenizer(prompt).input_ids
+            got = (views[name] if name else base_lm).generate(ids, Sampling(max_new_tokens=TOKENS))
+            if name:
+                peft.set_adapter(name)
+                want = _torch_greedy(peft, tokenizer, ids, stop)
+            else:
+                with peft.disable_adapter():
+                    want = _torch_greedy(peft, tokenizer, ids, stop)
+            assert got == want, (name, prompt)
+            outputs.setdefault(name, []).append(got)
+    # each adapter really changes the answers (or the test above could pass with the adapter ignored)
+    assert outputs["a"][:3] != outputs[None][:3] and outputs["b"][:3] != outputs[None][:3]
+    assert outputs["a"][:3] != outputs["b"][:3]
+
+
+def test_two_concurrent_streams_each_get_their_own_adapter(adapters, base_lm, tokenizer):
+    from runtime.adapters import read_adapter
+    from runtime.lm import Sampling
+
+    views = {name: base_lm.with_adapter(read_adapter(folder, base_lm.session, name))
+             for name, folder in adapters.items()}
+    ids = tokenizer(PROMPTS[0]).input_ids
+    alone = {name: view.generate(ids, Sampling(max_new_tokens=TOKENS)) for name, view in views.items()}
+    assert alone["a"] != alone["b"]
+    got: dict[str, list] = {"a": [], "b": []}
+    start = threading.Barrier(4)
+
+    def run(name):
+        start.wait()
+        for _ in range(3):
+            got[name].append(list(views[name].stream(ids, Sampling(max_new_tokens=TOKENS))))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b", "a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got["a"] == [alone["a"]] * 6 and got["b"] == [alone["b"]] * 6
+
+
+def test_adapters_that_do_not_fit_the_graph_are_refused(tiny_lm_dir, adapters, base_lm, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from runtime.adapters import AdapterMismatch, read_adapter
+
+    # a trained head (modules_to_save) changes base weights: only a merged export can serve it
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "adapter_config.json").write_text((adapters["a"] / "adapter_config.json").read_text())
+    tensors = load_file(str(adapters["a"] / "adapter_model.safetensors"))
+    save_file({**tensors, "base_model.model.lm_head.modules_to_save.weight": np.zeros((4, 4), np.float32)},
+              str(head / "adapter_model.safetensors"))
+    with pytest.raises(AdapterMismatch, match="not a LoRA factor"):
+        read_adapter(head, base_lm.session)
+    # factors of another base's width
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    (wide / "adapter_config.json").write_text((adapters["a"] / "adapter_config.json").read_text())
+    save_file({k: np.zeros((v.shape[0], v.shape[1] * 2) if "lora_A" in k else (v.shape[0] * 2, v.shape[1]),
+                           np.float32) for k, v in tensors.items()}, str(wide / "adapter_model.safetensors"))
+    with pytest.raises(AdapterMismatch, match="another base"):
+        read_adapter(wide, base_lm.session)
+
+
+def test_model_set_swaps_an_adapter_version_without_reloading_the_base(tiny_lm_dir, adapters, lora_export,
+                                                                      tmp_path):
+    from export.finetuned import shared_adapter_version
+    from runtime import registry
+    from runtime.models import ModelSet
+
+    models = tmp_path / "models"
+    first = shared_adapter_version(adapters["a"], "summarize-aaaa", tiny_lm_dir, models, "")
+    checks = json.loads(next(Path(first.adapter).glob("checks-*.json")).read_text())
+    assert checks["fp32"]["kv_cache_greedy_equal"] and checks["int8"]["passed"]
+    registry.register(models, "summarize", first)
+    registry.register(models, "translate", shared_adapter_version(adapters["b"], "translate-bbbb", tiny_lm_dir,
+                                                                  models, ""))
+    ms = ModelSet(models, provider="cpu", precision="fp32")
+    one, other = ms.load("summarize"), ms.load("translate")
+    assert one.model.session is other.model.session  # one base in memory for both tasks
+    assert (one.model.lora.name, other.model.lora.name) == ("summarize-aaaa", "translate-bbbb")
+    registry.register(models, "summarize", shared_adapter_version(adapters["b"], "summarize-bbbb", tiny_lm_dir,
+                                                                  models, ""))
+    assert ms.refresh() == ["summarize"]
+    swapped = ms.get("summarize")
+    assert swapped.model.session is one.model.session and swapped.model.lora.name == "summarize-bbbb"
+    assert "fine-tuned" in swapped.describe

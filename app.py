@@ -30,7 +30,7 @@ def create_service(build_missing: bool = True, background: bool = True):
         if not ready(s, list(REGISTRY)):
             log.info("models are not prepared yet: preparing (first start only, a few minutes)")
             prepare_models(s, list(REGISTRY))
-    models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads)
+    models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads, s.max_batch, s.prefill_chunk)
     # classifiers first: they load in a second or two and answer in milliseconds
     order = sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != TaskKind.CLASSIFY)
     warmups = {n: REGISTRY[n].warmup for n in order if REGISTRY[n].warmup}

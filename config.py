@@ -54,6 +54,11 @@ class Settings:
     # each request applies its task's adapter (one base in memory, one export to build). merged: each task gets
     # its own export with the adapter merged in (a full copy of the base per task).
     adapters: str = field(default_factory=lambda: _env("NLPAPP_ADAPTERS", "shared").lower())
+    # Generations decoded together in one step (continuous batching); more wait in the queue.
+    max_batch: int = field(default_factory=lambda: int(_env("NLPAPP_MAX_BATCH", "8")))
+    # Prompt tokens prefilled per step while others are decoding: bounds how long a long prompt holds their
+    # streams up (~64 tokens of Qwen 0.5B int8 prefill is well under a second on 2 cores).
+    prefill_chunk: int = field(default_factory=lambda: int(_env("NLPAPP_PREFILL_CHUNK", "64")))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
 

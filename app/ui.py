@@ -396,7 +396,8 @@ class App:
             submit.click(lambda: ("", *fresh()), None, [answer_id, *reset], api_visibility="private", queue=False)
             submit.click(self.handler(task), [text, *controls], [answer, notice, footer, answer_id],
                          api_name=task.name, concurrency_id="generate" if heavy else "classify",
-                         concurrency_limit=2 if heavy else 8)
+                         # generations share decode steps (continuous batching): as many run as one batch holds
+                         concurrency_limit=max(1, self.service.settings.max_batch) if heavy else 8)
             clear.click(lambda: ("", None, "", "", *fresh()), None, [text, answer, notice, answer_id, *reset],
                         api_visibility="private", queue=False)
 

@@ -1,8 +1,10 @@
 """Give an exported LM graph LoRA inputs, so one base graph serves every task's adapter, chosen per request.
 
-For each projection an adapter may target (q/k/v/o, gate/up/down), the graph gets two float inputs, A [in, r]
-and B [r, out], and computes y = x W + (x A) B. The rank r is a free dimension per projection: an adapter of
-any rank fits, and rank 0 (empty tensors) is the base model itself. The scale (alpha / r) is folded into B
+For each projection an adapter may target (q/k/v/o, gate/up/down), the graph gets two float inputs,
+A [n, in, r] and B [n, r, out], and computes y = x W + (x A) B. n is 1 (one adapter for the whole batch) or the
+batch size (each sequence its own adapter: continuous batching mixes users of different tasks in one step).
+The rank r is a free dimension per projection: an adapter of any rank fits (a batch pads ranks with zeros,
+which is exact), and rank 0 (empty tensors) is the base model itself. The scale (alpha / r) is folded into B
 when the adapter is read (runtime/adapters.py), so the graph needs no other input.
 
 The patch works on tensor names, not on nodes: the int8 graph made by dynamic quantization keeps the names of
@@ -79,8 +81,8 @@ def add_lora_inputs(model, slots: list[LoraSlot]) -> None:
     new_nodes = []
     for s in slots:
         r = f"r_{s.layer}_{s.proj}"  # a free rank per projection (adapters may use rank_pattern)
-        graph.input.append(helper.make_tensor_value_info(s.a_input, elem, [s.d_in, r]))
-        graph.input.append(helper.make_tensor_value_info(s.b_input, elem, [r, s.d_out]))
+        graph.input.append(helper.make_tensor_value_info(s.a_input, elem, ["lora_batch", s.d_in, r]))
+        graph.input.append(helper.make_tensor_value_info(s.b_input, elem, ["lora_batch", r, s.d_out]))
         base_out = s.y + "_base"
         for node in graph.node:  # the projection (or its int8 dequantizing Mul) now writes base_out
             for k, o in enumerate(node.output):
@@ -117,7 +119,7 @@ def _toposort(graph) -> None:
     graph.node.extend(ordered)
 
 
-LORA_FORMAT = 1  # bump when the patch changes: cached LoRA-ready exports are then rebuilt
+LORA_FORMAT = 2  # bump when the patch changes: cached LoRA-ready exports are then rebuilt
 
 
 def patch_export(src_dir: Path, dst_dir: Path, precisions: list[str]) -> list[LoraSlot]:

@@ -27,13 +27,14 @@ class LoraFeeds:
 
 
 def lora_inputs(session) -> dict[str, int]:
-    """The LoRA inputs of a session's graph: input name -> its static dimension (d_in of A, d_out of B)."""
+    """The LoRA inputs of a session's graph: input name -> its static dimension (d_in of A [n, in, r], d_out of
+    B [n, r, out])."""
     out = {}
     for i in session.get_inputs():
         if i.name.startswith("lora_A."):
-            out[i.name] = int(i.shape[0])
-        elif i.name.startswith("lora_B."):
             out[i.name] = int(i.shape[1])
+        elif i.name.startswith("lora_B."):
+            out[i.name] = int(i.shape[2])
     return out
 
 
@@ -46,7 +47,7 @@ def no_adapter(session) -> LoraFeeds:
     """Rank-0 updates: the graph computes the base model exactly (an empty MatMul adds zeros)."""
     feeds, dtype = {}, _dtype(session)
     for name, dim in lora_inputs(session).items():
-        feeds[name] = np.zeros((dim, 0) if name.startswith("lora_A.") else (0, dim), dtype)
+        feeds[name] = np.zeros((1, dim, 0) if name.startswith("lora_A.") else (1, 0, dim), dtype)
     return LoraFeeds("none", feeds)
 
 
@@ -78,11 +79,35 @@ def read_adapter(folder: Path, session, name: str = "") -> LoraFeeds:
         alpha = cfg.get("alpha_pattern", {}).get(module.rsplit(".", 1)[-1], cfg.get("lora_alpha", r))
         r_cfg = cfg.get("rank_pattern", {}).get(module.rsplit(".", 1)[-1], cfg.get("r", r))
         scale = alpha / (r_cfg ** 0.5 if cfg.get("use_rslora") else r_cfg)
-        if a.shape[1] != feeds[a_name].shape[0] or b.shape[0] != feeds[b_name].shape[1]:
+        if a.shape[1] != feeds[a_name].shape[1] or b.shape[0] != feeds[b_name].shape[2]:
             raise AdapterMismatch(f"{folder}: {module} has shape {a.shape[1]}->{b.shape[0]}, the base graph "
-                                  f"{feeds[a_name].shape[0]}->{feeds[b_name].shape[1]}: trained on another base")
+                                  f"{feeds[a_name].shape[1]}->{feeds[b_name].shape[2]}: trained on another base")
         dtype = feeds[a_name].dtype  # the graph's float type (fp16 exports take fp16 factors)
-        feeds[a_name] = np.ascontiguousarray(a.T, dtype=dtype)
-        feeds[b_name] = np.ascontiguousarray((b.T * np.float32(scale)).astype(dtype))
+        feeds[a_name] = np.ascontiguousarray(a.T[None], dtype=dtype)
+        feeds[b_name] = np.ascontiguousarray((b.T * np.float32(scale)).astype(dtype)[None])
         rank = max(rank, r)
     return LoraFeeds(name or folder.name, feeds, rank)
+
+
+def stack(rows: list[LoraFeeds]) -> dict[str, np.ndarray]:
+    """Feeds for a batch whose sequences use different adapters: factors stacked along the batch, each rank
+    padded with zeros to the largest (zero columns of A and rows of B add nothing). One adapter for every row
+    is fed as it is (broadcast over the batch)."""
+    if all(r is rows[0] for r in rows):
+        return rows[0].feeds
+    out = {}
+    for name in rows[0].feeds:
+        axis = 2 if name.startswith("lora_A.") else 1  # the rank axis of A [1, in, r] and B [1, r, out]
+        rank = max(r.feeds[name].shape[axis] for r in rows)
+        first = rows[0].feeds[name]
+        shape = list(first.shape)
+        shape[0], shape[axis] = len(rows), rank
+        batch = np.zeros(shape, first.dtype)
+        for i, r in enumerate(rows):
+            f = r.feeds[name]
+            if axis == 2:
+                batch[i, :, :f.shape[2]] = f[0]
+            else:
+                batch[i, :f.shape[1], :] = f[0]
+        out[name] = batch
+    return out

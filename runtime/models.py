@@ -23,6 +23,14 @@ class Backend:
     model: OnnxCausalLM | OnnxClassifier
     placement: Placement
     labels: list[str] | None = None  # classifier: class names in output order (config id2label)
+    decoder: object = None  # LM: the session's continuous-batching decode loop (runtime.decoder), shared
+
+    def stream(self, prompt_ids, sampling):
+        """New token ids of one generation: through the session's continuous-batching loop when it has one, so
+        concurrent answers of every task on this session share decode steps."""
+        if self.decoder is not None:
+            return self.decoder.stream(prompt_ids, sampling, self.model.lora)
+        return self.model.stream(prompt_ids, sampling)
 
     @property
     def describe(self) -> str:
@@ -42,10 +50,13 @@ def _load_tokenizer(path: Path):
 class ModelSet:
     """Maps task name -> Backend. Sessions are cached by (export path, precision) so tasks share them."""
 
-    def __init__(self, models_dir: Path, provider: str = "auto", precision: str = "auto", threads: int = 0):
+    def __init__(self, models_dir: Path, provider: str = "auto", precision: str = "auto", threads: int = 0,
+                 max_batch: int = 8, prefill_chunk: int = 64):
         self.models_dir = Path(models_dir)
         self.provider, self.precision, self.threads = provider, precision, threads
+        self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
         self._sessions: dict[tuple[str, str], tuple[object, Placement]] = {}
+        self._decoders: dict[tuple[str, str], object] = {}
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
 
@@ -62,6 +73,13 @@ class ModelSet:
             model = cls(onnx_path, tok, precision, self.provider, self.threads)
             self._sessions[key] = (model, model.placement)
         model, placement = self._sessions[key]
+        decoder = None
+        if mv.kind == ModelKind.LM:
+            from runtime.decoder import ContinuousDecoder
+
+            if key not in self._decoders:
+                self._decoders[key] = ContinuousDecoder(model, self.max_batch, self.prefill_chunk)
+            decoder = self._decoders[key]
         if mv.adapter:  # a view of the shared base session that applies this version's adapter
             from runtime.adapters import read_adapter
 
@@ -70,7 +88,7 @@ class ModelSet:
         if mv.kind == ModelKind.CLASSIFIER:
             cfg = json.loads((Path(mv.path) / "config.json").read_text())
             labels = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
-        return Backend(mv, model, placement, labels)
+        return Backend(mv, model, placement, labels, decoder)
 
     def load(self, task: str) -> Backend:
         """(Re)load the registry's current version for `task`; a new version replaces the old one live."""
@@ -127,4 +145,5 @@ class ModelSet:
             used = {(b.version.path, b.placement.precision) for b in self._backends.values()}
             for key in [k for k in self._sessions if k not in used]:
                 del self._sessions[key]
+                self._decoders.pop(key, None)
         return changed

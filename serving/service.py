@@ -124,8 +124,10 @@ class Service:
         ids = self._fit_prompt(task, tokenizer, text, opts, reply)
         new: list[int] = []
         complete = False
+        tokens = None
         try:
-            for tok in backend.model.stream(ids, s):
+            tokens = backend.stream(ids, s)
+            for tok in tokens:
                 new.append(tok)
                 partial = tokenizer.decode(new, skip_special_tokens=True)
                 if partial.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
@@ -142,6 +144,9 @@ class Service:
         except Exception as e:
             log.exception("generation failed for %s", name)
             raise ServiceError("The model failed while answering. Please try again.") from e
+        finally:
+            if hasattr(tokens, "close"):
+                tokens.close()  # an answer complete early, or a reader gone: its row leaves the batch now
         # rstrip: a max-tokens stop can fall inside a multi-byte character; the stream never showed that half
         reply.text = task.postprocess(tokenizer.decode(new, skip_special_tokens=True).rstrip("\ufffd"))
         reply.truncated = not complete and len(new) >= s.max_new_tokens

@@ -191,3 +191,82 @@ def test_model_set_swaps_an_adapter_version_without_reloading_the_base(tiny_lm_d
     swapped = ms.get("summarize")
     assert swapped.model.session is one.model.session and swapped.model.lora.name == "summarize-bbbb"
     assert "fine-tuned" in swapped.describe
+
+
+# ---- continuous batching (runtime/decoder.py) ------------------------------------------------------------------
+
+@pytest.fixture
+def decoder(base_lm):
+    from runtime.decoder import ContinuousDecoder
+
+    return ContinuousDecoder(base_lm, max_batch=8, prefill_chunk=16)
+
+
+def _solo(base_lm, adapters, name, ids, n=TOKENS):
+    from runtime.adapters import read_adapter
+    from runtime.lm import Sampling
+
+    lm = base_lm.with_adapter(read_adapter(adapters[name], base_lm.session, name)) if name else base_lm
+    return lm.generate(ids, Sampling(max_new_tokens=n))
+
+
+def test_concurrent_requests_share_decode_steps_and_each_gets_its_own_answer(base_lm, adapters, decoder, tokenizer):
+    """Six requests of three 'tasks' (two adapters and the base), prompts of different lengths, arriving together
+    and decoded in shared steps: each gets exactly the greedy tokens it gets alone."""
+    from runtime.adapters import read_adapter
+    from runtime.lm import Sampling
+
+    loras = {name: read_adapter(folder, base_lm.session, name) for name, folder in adapters.items()}
+    jobs = [(name, tokenizer(p).input_ids) for name in ("a", "b", None) for p in PROMPTS[:2]]
+    want = [_solo(base_lm, adapters, name, ids) for name, ids in jobs]
+    got: list = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def run(i):
+        name, ids = jobs[i]
+        start.wait()
+        got[i] = list(decoder.stream(ids, Sampling(max_new_tokens=TOKENS), loras.get(name)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == want
+    assert decoder.max_rows_seen >= 3  # they really shared steps
+    assert decoder.steps < sum(len(w) for w in want)
+
+
+def test_a_request_joins_a_running_batch_and_a_long_prompt_is_prefilled_in_chunks(base_lm, adapters, decoder,
+                                                                                  tokenizer):
+    from runtime.adapters import read_adapter
+    from runtime.lm import Sampling
+
+    lora_a = read_adapter(adapters["a"], base_lm.session, "a")
+    first_ids = tokenizer(PROMPTS[0]).input_ids
+    long_ids = tokenizer(" ".join(PROMPTS) * 6).input_ids  # several 16-token chunks
+    assert len(long_ids) > 3 * decoder.prefill_chunk
+    first = decoder.stream(first_ids, Sampling(max_new_tokens=40), lora_a)
+    head = [next(first) for _ in range(3)]  # the first request is decoding...
+    second = list(decoder.stream(long_ids, Sampling(max_new_tokens=TOKENS)))  # ...when the second arrives
+    rest = list(first)
+    assert head + rest == _solo(base_lm, adapters, "a", first_ids, 40)
+    assert second == _solo(base_lm, adapters, None, long_ids)
+    assert decoder.max_rows_seen == 2
+
+
+def test_an_abandoned_stream_leaves_the_batch(base_lm, decoder, tokenizer):
+    import time
+
+    from runtime.lm import Sampling
+
+    ids = tokenizer(PROMPTS[1]).input_ids
+    stream = decoder.stream(ids, Sampling(max_new_tokens=500, no_repeat_ngram=0))
+    next(stream)
+    stream.close()  # the browser tab closed
+    deadline = time.time() + 10
+    while decoder._rows and time.time() < deadline:
+        time.sleep(0.01)
+    assert not decoder._rows and decoder.steps < 400
+    assert list(decoder.stream(ids, Sampling(max_new_tokens=TOKENS))) == base_lm.generate(
+        ids, Sampling(max_new_tokens=TOKENS))

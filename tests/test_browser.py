@@ -43,16 +43,16 @@ def chatty_models(monkeypatch):
     """Random tiny models may stop at once and decode in milliseconds: without stop tokens, and paced like a
     real model (50 ms a token), every answer has visible text that streams."""
     from runtime.lm import OnnxCausalLM
+    from runtime.models import Backend
 
     monkeypatch.setattr(OnnxCausalLM, "stop_ids", property(lambda self: set()))
-    real_stream = OnnxCausalLM.stream
 
-    def paced(self, *a, **k):
-        for tok in real_stream(self, *a, **k):
+    def paced(self, ids, sampling):  # the model's own token loop (the batching loop caches its stop tokens)
+        for tok in self.model.stream(ids, sampling):
             time.sleep(0.05)
             yield tok
 
-    monkeypatch.setattr(OnnxCausalLM, "stream", paced)
+    monkeypatch.setattr(Backend, "stream", paced)
 
 
 def _wait(fn, timeout=60, every=0.2, what="condition"):
@@ -366,12 +366,19 @@ def test_admin_tools_appear_only_with_the_token(browser, app_server):
     status = lambda: d.find_element(By.CSS_SELECTOR, "#admin-status").text  # noqa: E731
     shown = lambda: [e for e in d.find_elements(By.CSS_SELECTOR, "#admin-tools") if e.is_displayed()]  # noqa: E731
     _wait(lambda: shown() or "wait" in status(), what="admin tools shown or the back-off")
-    if not shown():  # the wrong token above started the per-address back-off (1 s): the page says how long
+    for _ in range(3):  # the wrong token above started the per-address back-off: the page says how long
+        if shown():
+            break
         import re
 
-        time.sleep(float(re.search(r"wait (\d+) s", status()).group(1)) + 0.3)
+        waited = re.search(r"wait (\d+) s", status())
+        time.sleep(float(waited.group(1)) + 0.3 if waited else 1.0)
         d.find_element(By.CSS_SELECTOR, "#admin-unlock").click()
-    _wait(shown, what="admin tools shown")
+        try:
+            _wait(shown, timeout=10, what="admin tools shown")
+        except AssertionError:
+            pass
+    assert shown(), f"admin tools not shown; the page says {status()!r}"
     _open_tab(d, "Customer service")
     _wait(lambda: [e for e in d.find_elements(By.CSS_SELECTOR, "#qa-upload") if e.is_displayed()],
           what="knowledge-base upload shown")

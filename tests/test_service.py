@@ -30,7 +30,7 @@ def test_stream_shows_the_final_shape_and_stops_once_the_answer_is_complete(serv
             used.append(t)
             yield t
 
-    monkeypatch.setattr(backend.model, "stream", scripted)
+    monkeypatch.setitem(vars(backend), "stream", scripted)
     replies = list(service.run(name, "Some input text to work on"))
     texts = [r.text for r in replies]
     assert texts[-1] == final and replies[-1].done
@@ -52,7 +52,7 @@ def test_an_answer_cut_inside_a_character_drops_the_half_character(service, monk
             break
     else:
         pytest.skip("this tokenizer has no token boundary inside a character here")
-    monkeypatch.setattr(backend.model, "stream", lambda ids, sampling: iter(tokens[:cut]))
+    monkeypatch.setitem(vars(backend), "stream", lambda ids, sampling: iter(tokens[:cut]))
     replies = list(service.run("generate", "Write a poem", style="poem (zh)"))
     final = replies[-1].text
     assert final and not final.endswith("\ufffd") and "床前" in final
@@ -137,7 +137,7 @@ def test_a_failing_model_is_a_service_error(service, monkeypatch):
         raise RuntimeError("onnx exploded")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(backend.model, "stream", boom)
+    monkeypatch.setitem(vars(backend), "stream", boom)
     with pytest.raises(ServiceError, match="failed"):
         list(service.run("qa", "hello"))
 

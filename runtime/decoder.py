@@ -1,0 +1,227 @@
+"""Continuous batching: one decode loop per LM session; requests join the running batch at the next step.
+
+Every step decodes one token for every active sequence in a single forward pass, whatever task (adapter) each
+belongs to: on a LoRA-ready graph each row gets its own adapter's factors (runtime.adapters.stack). A new
+request is prefilled on its own, in chunks of `prefill_chunk` tokens between decode steps, so a long prompt
+delays the others' streams by one chunk at a time rather than by its whole prefill; then its KV cache joins the
+batch (left-padded to the batch's length and masked). Finished, failed and abandoned requests (the reader went
+away: a closed browser tab) leave the batch at the next step.
+
+Tokens of a sequence do not depend on what else is in the batch (same greedy tokens as decoding it alone; the
+tests check it), because every row has its own attention mask, positions, sampling state and random generator.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from runtime.lm import OnnxCausalLM, Sampling, pick_token, repeated_ngram_bans
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    sampling: Sampling
+    lora: object  # runtime.adapters.LoraFeeds or None
+    out: queue.Queue = field(default_factory=queue.Queue)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    prefilled: int = 0  # prompt tokens already in `past`
+    past: dict | None = None  # this request's KV cache while it is prefilled alone
+    history: list[int] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list)
+    last: int = 0  # the token to feed at the next decode step
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.sampling.seed)
+        self.history = list(self.prompt)
+
+
+def _host(value):
+    return value if isinstance(value, np.ndarray) else value.numpy()  # IO-bound outputs come back as OrtValues
+
+
+class ContinuousDecoder:
+    """Runs the token loop of every generation on `lm`'s session in one thread, batching across requests."""
+
+    def __init__(self, lm: OnnxCausalLM, max_batch: int = 16, prefill_chunk: int = 64):
+        self.lm = lm.with_adapter(lm.lora) if lm.takes_adapters else lm  # its own view (its `lora` is per step)
+        self.no_adapter = lm.lora  # rank-0 factors of a LoRA-ready graph (None for a plain graph)
+        self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
+        self._inbox: queue.Queue[_Request] = queue.Queue()
+        self._waiting: list[_Request] = []
+        self._rows: list[_Request] = []  # active, in batch order
+        self._past: dict[str, np.ndarray] = {}
+        self._mask = np.zeros((0, 0), np.int64)
+        self._pos = np.zeros(0, np.int64)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = self.lm.stop_ids
+        self._stacked: tuple[tuple, dict] = ((), {})  # the last batch's stacked adapter factors, reused
+        self.steps = 0  # decode steps run (a step serves every active row)
+        self.max_rows_seen = 0
+
+    # ---- the caller's side -------------------------------------------------------------------------------
+    def stream(self, prompt_ids: Sequence[int], s: Sampling, lora=None) -> Iterator[int]:
+        """Yield new token ids until a stop token or the budget, like OnnxCausalLM.stream. Closing the generator
+        (the reader went away) takes the request out of the batch at the next step."""
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        if s.max_new_tokens <= 0:
+            return
+        req = _Request(list(prompt_ids), s, lora if lora is not None else self.no_adapter)
+        self._start()
+        self._inbox.put(req)
+        try:
+            while True:
+                item = req.out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            req.abandoned.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="continuous-decoder", daemon=True)
+                self._thread.start()
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            idle = not self._rows and not self._waiting
+            try:
+                self._waiting.append(self._inbox.get(timeout=None if idle else 0))
+                while True:
+                    self._waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                self._drop_abandoned()
+                if self._waiting and len(self._rows) < self.max_batch:
+                    self._prefill_step(self._waiting[0])
+                if self._rows:
+                    self._decode_step()
+            except Exception as e:  # noqa: BLE001 - every affected request gets the error; the loop lives on
+                log.exception("decode step failed")
+                for r in self._rows + self._waiting[:1]:
+                    r.out.put(e)
+                self._rows, self._waiting = [], self._waiting[1:]
+                self._past, self._mask, self._pos = {}, np.zeros((0, 0), np.int64), np.zeros(0, np.int64)
+
+    def _drop_abandoned(self) -> None:
+        self._waiting = [r for r in self._waiting if not r.abandoned.is_set()]
+        gone = [i for i, r in enumerate(self._rows) if r.abandoned.is_set()]
+        if gone:
+            self._remove(gone)
+
+    def _forward(self, ids, mask, past, pos, loras):
+        from runtime.adapters import stack
+
+        lm = self.lm
+        if lm.takes_adapters:
+            key = tuple(id(x) for x in loras)
+            if key != self._stacked[0]:  # re-stack only when the batch's make-up changed
+                self._stacked = (key, stack(loras))
+            lm.lora = _Stacked(self._stacked[1])
+        logits, new_past = lm.forward(ids, mask, past, pos)
+        return logits, {k: _host(v) for k, v in new_past.items()}
+
+    def _prefill_step(self, req: _Request) -> None:
+        """One chunk of `req`'s prompt (the whole rest when nobody is waiting for tokens)."""
+        if req.past is None:
+            req.past = self.lm.empty_past(1)
+        n = len(req.prompt)
+        end = n if not self._rows else min(n, req.prefilled + self.prefill_chunk)
+        ids = np.asarray([req.prompt[req.prefilled:end]], np.int64)
+        mask = np.ones((1, end), np.int64)
+        pos = np.arange(req.prefilled, end, dtype=np.int64)[None, :]
+        logits, req.past = self._forward(ids, mask, req.past, pos, [req.lora])
+        req.prefilled = end
+        if end < n:
+            return
+        self._waiting.remove(req)
+        if self._emit(req, logits[0, -1]):
+            self._join(req)
+
+    def _emit(self, req: _Request, logits: np.ndarray) -> bool:
+        """Pick and send the next token; False when the request is finished (stop token or budget)."""
+        s = req.sampling
+        tok = pick_token(logits, s, req.history, req.rng, repeated_ngram_bans(req.generated, s.no_repeat_ngram))
+        if tok in self._stop:
+            req.out.put(_DONE)
+            return False
+        req.out.put(tok)
+        req.history.append(tok)
+        req.generated.append(tok)
+        req.last = tok
+        if len(req.generated) >= s.max_new_tokens:
+            req.out.put(_DONE)
+            return False
+        return True
+
+    def _join(self, req: _Request) -> None:
+        """Append `req` (its prompt in its own KV cache) to the batch: both left-padded to one length."""
+        length = len(req.prompt)
+        width = max(length, self._mask.shape[1])
+
+        def left_pad(a: np.ndarray, to: int, axis: int) -> np.ndarray:
+            if a.shape[axis] == to:
+                return a
+            pad = [(0, 0)] * a.ndim
+            pad[axis] = (to - a.shape[axis], 0)
+            return np.pad(a, pad)
+
+        if self._rows:
+            self._past = {k: np.concatenate([left_pad(self._past[k], width, 2), left_pad(req.past[k], width, 2)])
+                          for k in self._past}
+            self._mask = np.concatenate([left_pad(self._mask, width, 1),
+                                         left_pad(np.ones((1, length), np.int64), width, 1)])
+        else:
+            self._past, self._mask = req.past, np.ones((1, length), np.int64)
+        self._pos = np.append(self._pos, length)
+        req.past = None
+        self._rows.append(req)
+        self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
+
+    def _remove(self, idx: list[int]) -> None:
+        keep = [i for i in range(len(self._rows)) if i not in set(idx)]
+        self._rows = [self._rows[i] for i in keep]
+        if not keep:
+            self._past, self._mask, self._pos = {}, np.zeros((0, 0), np.int64), np.zeros(0, np.int64)
+            return
+        self._past = {k: v[keep] for k, v in self._past.items()}
+        self._mask, self._pos = self._mask[keep], self._pos[keep]
+        first_real = int(np.argmax(self._mask.any(0)))  # columns no remaining row attends to: drop them
+        if first_real:
+            self._past = {k: v[:, :, first_real:] for k, v in self._past.items()}
+            self._mask = self._mask[:, first_real:]
+
+    def _decode_step(self) -> None:
+        ids = np.asarray([[r.last] for r in self._rows], np.int64)
+        mask = np.concatenate([self._mask, np.ones((len(self._rows), 1), np.int64)], axis=1)
+        logits, self._past = self._forward(ids, mask, self._past, self._pos[:, None],
+                                           [r.lora for r in self._rows])
+        self._mask, self._pos = mask, self._pos + 1
+        self.steps += 1
+        finished = [i for i, r in enumerate(self._rows) if not self._emit(r, logits[i, -1])]
+        if finished:
+            self._remove(finished)
+
+
+@dataclass
+class _Stacked:
+    """Feeds already stacked for this step's rows (what OnnxCausalLM.forward reads from `lora`)."""
+
+    feeds: dict

@@ -141,7 +141,7 @@ def shared_adapter_version(folder: Path, version: str, base_dir: Path, models_di
 
     result = export_lora_base(base_dir, Path(models_dir) / "onnx")
     served = Path(models_dir) / "adapters" / version
-    checks_file = served / f"checks-{result.key}.json"
+    checks_file = served / f"checks-{result.path.name}.json"  # per graph (base and patch format)
     if not checks_file.exists():
         tmp = served.with_name(served.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -57,13 +57,31 @@ def _wanted(task: str, base_sha: str) -> str | None:
     return adapter_version(task)
 
 
+def _stale(cur: registry.ModelVersion) -> bool:
+    """A LoRA-ready export of an older patch format (its inputs no longer match the runtime's), or an adapter
+    version not checked on the graph it is registered with."""
+    import json
+    from pathlib import Path
+
+    from export.lora_graph import LORA_FORMAT
+
+    try:
+        manifest = json.loads((Path(cur.path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return True
+    if cur.adapter and not (Path(cur.adapter) / f"checks-{Path(cur.path).name}.json").exists():
+        return True  # never checked against PyTorch on this graph
+    return manifest.get("lora_format", LORA_FORMAT) != LORA_FORMAT
+
+
 def _served_as_configured(s: Settings, task: str, cur: registry.ModelVersion) -> bool:
-    """A generation task's adapter is served the way NLPAPP_ADAPTERS says (shared base graph, or merged)."""
+    """A generation task's adapter is served the way NLPAPP_ADAPTERS says (shared base graph, or merged), on a
+    LoRA-ready graph of the current format."""
     from tasks import REGISTRY, TaskKind
 
     if REGISTRY[task].kind == TaskKind.CLASSIFY:
         return True
-    return bool(cur.adapter) == (s.adapters == "shared")
+    return bool(cur.adapter) == (s.adapters == "shared") and not _stale(cur)
 
 
 def ready(s: Settings, tasks: list[str]) -> bool:
@@ -79,6 +97,8 @@ def ready(s: Settings, tasks: list[str]) -> bool:
         if want is not None and not _served_as_configured(s, t, cur):
             return False
         if want is None and has_adapter(t) and cur.tuned:  # its adapter is refused on this base
+            return False
+        if _stale(cur):
             return False
     return True
 
@@ -115,7 +135,8 @@ def _prepare_on_base(s: Settings, source: str, tasks: list[str], force: bool) ->
             refusal = base_refusal(adapter_dir(t), base_sha, adapter_version(t)) if has_adapter(t) else ""
             if refusal:
                 log.warning("task %s: %s; it serves the un-tuned base", t, refusal)
-            if force or cur is None or cur.base_sha256 != base_sha or cur.tuned or cur.note != refusal:
+            if (force or cur is None or cur.base_sha256 != base_sha or cur.tuned or cur.note != refusal
+                    or _stale(cur)):
                 fallback = fallback or base_version(s, source, force=force)
                 registry.register(s.models_dir, t, replace(fallback, note=refusal))
         elif force or cur is None or cur.version != want or not _served_as_configured(s, t, cur):

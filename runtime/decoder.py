@@ -68,6 +68,7 @@ class ContinuousDecoder:
         self._stacked: tuple[tuple, dict] = ((), {})  # the last batch's stacked adapter factors, reused
         self.steps = 0  # decode steps run (a step serves every active row)
         self.max_rows_seen = 0
+        self.rows_decoded = 0  # tokens decoded in batch steps (sum of the batch sizes)
 
     # ---- the caller's side -------------------------------------------------------------------------------
     def stream(self, prompt_ids: Sequence[int], s: Sampling, lora=None) -> Iterator[int]:
@@ -215,6 +216,10 @@ class ContinuousDecoder:
                                            [r.lora for r in self._rows])
         self._mask, self._pos = mask, self._pos + 1
         self.steps += 1
+        self.rows_decoded += len(self._rows)
+        if self.steps % 500 == 0:
+            log.info("continuous decoder: %d steps, %.1f sequences a step on average, up to %d at once",
+                     self.steps, self.rows_decoded / self.steps, self.max_rows_seen)
         finished = [i for i, r in enumerate(self._rows) if not self._emit(r, logits[i, -1])]
         if finished:
             self._remove(finished)

@@ -270,3 +270,28 @@ def test_an_abandoned_stream_leaves_the_batch(base_lm, decoder, tokenizer):
     assert not decoder._rows and decoder.steps < 400
     assert list(decoder.stream(ids, Sampling(max_new_tokens=TOKENS))) == base_lm.generate(
         ids, Sampling(max_new_tokens=TOKENS))
+
+
+def test_a_version_is_stale_on_an_older_graph_format_or_without_its_checks(tiny_lm_dir, adapters, lora_export,
+                                                                          tmp_path):
+    """prepare rebuilds a version whose LoRA graph is of an older patch format, or that was never checked on
+    the graph it is registered with (its inputs or numbers could differ from what the runtime expects)."""
+    import shutil
+
+    from export.finetuned import shared_adapter_version
+    from export.prepare import _stale
+
+    mv = shared_adapter_version(adapters["a"], "summarize-aaaa", tiny_lm_dir, tmp_path / "models", "")
+    assert not _stale(mv)
+    checks = next(Path(mv.adapter).glob("checks-*.json"))
+    checks.rename(checks.with_name("checks-other.json"))
+    assert _stale(mv)
+    checks.with_name("checks-other.json").rename(checks)
+    old = tmp_path / "older" / lora_export.path.name  # same name: only the format differs
+    shutil.copytree(lora_export.path, old, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    from dataclasses import replace
+
+    assert not _stale(replace(mv, path=str(old)))
+    (old / "manifest.json").write_text(json.dumps({**manifest, "lora_format": manifest["lora_format"] - 1}))
+    assert _stale(replace(mv, path=str(old)))

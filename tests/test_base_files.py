@@ -403,6 +403,8 @@ def test_adapter_trained_on_this_base_is_served(mode, tmp_path, monkeypatch, tin
         built.append((task.name, shared))
         mv = registry.ModelVersion(adapter_version(task.name), "lm", str(tiny_lm_export.path), tuned=True,
                                    base_sha256=QWEN_CODER.sha256, adapter=str(adapter_dir(task.name)) if shared else "")
+        if shared:  # what the real build leaves: the adapter's checks on this graph
+            (adapter_dir(task.name) / f"checks-{tiny_lm_export.path.name}.json").write_text("{}")
         registry.register(models_dir, task.name, mv)
         return mv
 

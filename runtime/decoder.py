@@ -108,18 +108,26 @@ class ContinuousDecoder:
                     self._waiting.append(self._inbox.get_nowait())
             except queue.Empty:
                 pass
-            try:
-                self._drop_abandoned()
-                if self._waiting and len(self._rows) < self.max_batch:
-                    self._prefill_step(self._waiting[0])
-                if self._rows:
+            self._drop_abandoned()
+            if self._waiting and len(self._rows) < self.max_batch:
+                req = self._waiting[0]
+                try:
+                    self._prefill_step(req)
+                except Exception as e:  # noqa: BLE001 - that request gets the error; the batch goes on
+                    log.exception("prefill failed")
+                    req.out.put(e)
+                    if req in self._waiting:
+                        self._waiting.remove(req)
+                    if req in self._rows:
+                        self._remove([self._rows.index(req)])
+            if self._rows:
+                try:
                     self._decode_step()
-            except Exception as e:  # noqa: BLE001 - every affected request gets the error; the loop lives on
-                log.exception("decode step failed")
-                for r in self._rows + self._waiting[:1]:
-                    r.out.put(e)
-                self._rows, self._waiting = [], self._waiting[1:]
-                self._past, self._mask, self._pos = {}, np.zeros((0, 0), np.int64), np.zeros(0, np.int64)
+                except Exception as e:  # noqa: BLE001 - every request in the batch gets the error
+                    log.exception("decode step failed")
+                    for r in self._rows:
+                        r.out.put(e)
+                    self._remove(list(range(len(self._rows))))
 
     def _drop_abandoned(self) -> None:
         self._waiting = [r for r in self._waiting if not r.abandoned.is_set()]
@@ -132,9 +140,9 @@ class ContinuousDecoder:
 
         lm = self.lm
         if lm.takes_adapters:
-            key = tuple(id(x) for x in loras)
-            if key != self._stacked[0]:  # re-stack only when the batch's make-up changed
-                self._stacked = (key, stack(loras))
+            last = self._stacked[0]  # the rows' adapters of the last stack (held, so never a reused id)
+            if len(last) != len(loras) or any(a is not b for a, b in zip(last, loras)):
+                self._stacked = (tuple(loras), stack(loras))  # re-stacked only when the batch's make-up changed
             lm.lora = _Stacked(self._stacked[1])
         logits, new_past = lm.forward(ids, mask, past, pos)
         return logits, {k: _host(v) for k, v in new_past.items()}

@@ -295,3 +295,24 @@ def test_a_version_is_stale_on_an_older_graph_format_or_without_its_checks(tiny_
     assert not _stale(replace(mv, path=str(old)))
     (old / "manifest.json").write_text(json.dumps({**manifest, "lora_format": manifest["lora_format"] - 1}))
     assert _stale(replace(mv, path=str(old)))
+
+
+def test_a_failing_step_fails_its_requests_and_the_loop_goes_on(base_lm, decoder, tokenizer, monkeypatch):
+    from runtime.lm import Sampling
+
+    ids = tokenizer(PROMPTS[0]).input_ids
+    real = decoder.lm.forward
+    calls = []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # a decode step, after the prefill and one step
+            raise RuntimeError("onnx exploded")
+        return real(*a, **k)
+
+    monkeypatch.setattr(decoder.lm, "forward", flaky)
+    with pytest.raises(RuntimeError, match="exploded"):
+        list(decoder.stream(ids, Sampling(max_new_tokens=TOKENS)))
+    assert not decoder._rows
+    assert list(decoder.stream(ids, Sampling(max_new_tokens=TOKENS))) == base_lm.generate(
+        ids, Sampling(max_new_tokens=TOKENS))

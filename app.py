@@ -21,7 +21,7 @@ def create_service(build_missing: bool = True, background: bool = True):
     from serving.service import Service
     from config import settings
     from runtime.models import ModelSet
-    from tasks import REGISTRY, TaskKind
+    from tasks import REGISTRY, load_order
 
     s = settings()
     if build_missing:
@@ -31,8 +31,7 @@ def create_service(build_missing: bool = True, background: bool = True):
             log.info("models are not prepared yet: preparing (first start only, a few minutes)")
             prepare_models(s, list(REGISTRY))
     models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads, s.max_batch, s.prefill_chunk)
-    # classifiers first: they load in a second or two and answer in milliseconds
-    order = sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != TaskKind.CLASSIFY)
+    order = load_order()
     warmups = {n: REGISTRY[n].warmup for n in order if REGISTRY[n].warmup}
     if background:
         models.load_in_background(order, warmups)

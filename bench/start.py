@@ -48,7 +48,7 @@ def process_memory_mb(pid: int) -> dict:
 def once(port: int, timeout: float = 300) -> dict:
     from gradio_client import Client
 
-    from tasks import REGISTRY, TaskKind
+    from tasks import REGISTRY, load_order
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.time()
@@ -59,7 +59,7 @@ def once(port: int, timeout: float = 300) -> dict:
         _wait_http(url, proc, t0 + timeout)
         out = {"page": time.time() - t0}
         client = Client(url, verbose=False)
-        for name in sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != TaskKind.CLASSIFY):
+        for name in load_order():
             task = REGISTRY[name]
             args = [task.sample_inputs[0]] + [c.default for c in task.controls]
             client.predict(*args, api_name=f"/{name}")

@@ -39,6 +39,13 @@ def unregister(name: str) -> None:
     MODULES.remove(module)
 
 
+def load_order() -> list[str]:
+    """The order the server loads tasks in: classifiers first (a second or two to load, milliseconds to
+    answer), tasks with a slow warm-up (the QA knowledge-base index, ~9 s) last, so the generation tasks that
+    share one base session are not held up behind it."""
+    return sorted(REGISTRY, key=lambda n: (REGISTRY[n].kind != TaskKind.CLASSIFY, REGISTRY[n].warmup is not None))
+
+
 def build_data(name: str, seed: int = 0):
     """The task's dataset: real sources -> dedup -> fixed-seed train/val/test splits."""
     return _BY_NAME[name].build_data(seed)
@@ -47,5 +54,5 @@ def build_data(name: str, seed: int = 0):
 for _m in list(MODULES):
     register(_m)
 
-__all__ = ["REGISTRY", "MODULES", "Task", "TaskKind", "Control", "Decoding", "TaskInputError", "clean_text",
+__all__ = ["REGISTRY", "MODULES", "load_order", "Task", "TaskKind", "Control", "Decoding", "TaskInputError", "clean_text",
            "build_data", "register", "unregister"]

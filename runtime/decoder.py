@@ -99,13 +99,24 @@ class ContinuousDecoder:
                 self._thread.start()
 
     # ---- the loop ----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Finish what is running, then end the loop (its session is no longer served: let it be freed)."""
+        self._inbox.put(None)
+
     def _loop(self) -> None:
+        closing = False
         while True:
             idle = not self._rows and not self._waiting
+            if idle and closing:
+                return
             try:
-                self._waiting.append(self._inbox.get(timeout=None if idle else 0))
+                item = self._inbox.get(timeout=None if idle else 0)
                 while True:
-                    self._waiting.append(self._inbox.get_nowait())
+                    if item is None:
+                        closing = True
+                    else:
+                        self._waiting.append(item)
+                    item = self._inbox.get_nowait()
             except queue.Empty:
                 pass
             self._drop_abandoned()

@@ -145,5 +145,7 @@ class ModelSet:
             used = {(b.version.path, b.placement.precision) for b in self._backends.values()}
             for key in [k for k in self._sessions if k not in used]:
                 del self._sessions[key]
-                self._decoders.pop(key, None)
+                decoder = self._decoders.pop(key, None)
+                if decoder is not None:
+                    decoder.close()  # its thread would otherwise hold the old session forever
         return changed

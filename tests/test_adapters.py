@@ -316,3 +316,15 @@ def test_a_failing_step_fails_its_requests_and_the_loop_goes_on(base_lm, decoder
     assert not decoder._rows
     assert list(decoder.stream(ids, Sampling(max_new_tokens=TOKENS))) == base_lm.generate(
         ids, Sampling(max_new_tokens=TOKENS))
+
+
+def test_a_closed_decoder_finishes_its_stream_and_its_thread_ends(base_lm, decoder, tokenizer):
+    from runtime.lm import Sampling
+
+    ids = tokenizer(PROMPTS[0]).input_ids
+    stream = decoder.stream(ids, Sampling(max_new_tokens=TOKENS))
+    first = next(stream)
+    decoder.close()  # a newer version replaced this session: in-flight answers still finish
+    assert [first, *stream] == base_lm.generate(ids, Sampling(max_new_tokens=TOKENS))
+    decoder._thread.join(10)
+    assert not decoder._thread.is_alive()

@@ -47,6 +47,43 @@ class Embedder:
         return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
 
+    def encode_cached(self, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+        """encode(texts), kept on disk by a hash of the model and every text: the same knowledge base is embedded
+        once, not at every start (~9 s for the demo KB's ~1,100 texts on 2 cores). Any change of a text or of
+        the model is a new file; an unreadable file is recomputed."""
+        import hashlib
+
+        if cache_dir is None:
+            return self.encode(texts)
+        h = hashlib.sha256(f"{self.model_dir}|{self.max_length}".encode())
+        for t in texts:
+            h.update(b"\x00" + t.encode("utf-8", "surrogatepass"))
+        path = Path(cache_dir) / f"{h.hexdigest()[:32]}.npy"
+        try:
+            cached = np.load(path)
+            if cached.shape[0] == len(texts):
+                return cached
+        except (OSError, ValueError):
+            pass
+        vec = self.encode(texts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, vec)
+            tmp.replace(path)  # atomic: a concurrent start never reads half a file
+        except OSError:
+            log.warning("could not cache embeddings in %s", cache_dir)
+        return vec
+
+
+def cache_dir() -> Path:
+    """Where embeddings of knowledge bases are kept (beside the models, git-ignored)."""
+    from config import settings
+
+    return settings().models_dir / "embeddings"
+
+
 _shared: Embedder | None = None
 _shared_lock = threading.Lock()
 

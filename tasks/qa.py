@@ -63,7 +63,12 @@ class KnowledgeBase:
                     for t in [e.question, f"{e.question} {e.answer}", *self.phrasings.get(e.id, [])]:
                         texts.append(t)
                         owner.append(i)
-                emb = self.embedder.encode(texts)
+                if hasattr(self.embedder, "encode_cached"):  # the real embedder: kept on disk across starts
+                    from runtime.embedder import cache_dir
+
+                    emb = self.embedder.encode_cached(texts, cache_dir())
+                else:
+                    emb = self.embedder.encode(texts)
                 owner = np.asarray(owner)
                 vec = np.stack([emb[owner == i].mean(0) for i in range(len(self.entries))])
                 self._vectors = vec / np.linalg.norm(vec, axis=-1, keepdims=True)

@@ -110,22 +110,24 @@ def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | N
         raise BaseMismatch(refusal)
     if shared and task.kind != TaskKind.CLASSIFY:
         mv = shared_adapter_version(folder, version, base_dir, models_dir, base_sha)
-        if register:
-            registry.register(models_dir, task.name, mv)
-            log.info("registered %s for %s (adapter on the shared base graph %s)", version, task.name, mv.path)
-        return mv
-    merged = merge(task, base_dir, folder, Path(models_dir) / "merged" / version)
-    kind = ModelKind.CLASSIFIER if task.kind == TaskKind.CLASSIFY else ModelKind.LM
-    result = export_model(merged, Path(models_dir) / "onnx", kind)
-    metrics = {}
-    if (folder / "metrics.json").exists():
-        metrics = json.loads((folder / "metrics.json").read_text())
-    mv = registry.ModelVersion(version=version, kind=kind, path=str(result.path), tuned=True,
-                               base_model=str(base_dir), metrics=metrics, base_sha256=base_sha)
+        where = f"adapter on the shared base graph {mv.path}"
+    else:
+        merged = merge(task, base_dir, folder, Path(models_dir) / "merged" / version)
+        kind = ModelKind.CLASSIFIER if task.kind == TaskKind.CLASSIFY else ModelKind.LM
+        result = export_model(merged, Path(models_dir) / "onnx", kind)
+        mv = registry.ModelVersion(version=version, kind=kind, path=str(result.path), tuned=True,
+                                   base_model=str(base_dir), metrics=_metrics(folder), base_sha256=base_sha)
+        where = str(result.path)
     if register:
         registry.register(models_dir, task.name, mv)
-        log.info("registered %s for %s (%s)", version, task.name, result.path)
+        log.info("registered %s for %s (%s)", version, task.name, where)
     return mv
+
+
+def _metrics(folder: Path) -> dict:
+    """The adapter's recorded held-out metrics ({} for an adapter without them)."""
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def shared_adapter_version(folder: Path, version: str, base_dir: Path, models_dir: Path,
@@ -157,7 +159,6 @@ def shared_adapter_version(folder: Path, version: str, base_dir: Path, models_di
         (tmp / checks_file.name).write_text(json.dumps(checks, indent=1))
         shutil.rmtree(served, ignore_errors=True)
         tmp.rename(served)
-    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
     return registry.ModelVersion(version=version, kind=ModelKind.LM, path=str(result.path), tuned=True,
-                                 base_model=str(base_dir), metrics=metrics, base_sha256=base_sha,
+                                 base_model=str(base_dir), metrics=_metrics(folder), base_sha256=base_sha,
                                  adapter=str(served))

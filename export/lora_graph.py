@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+LORA_FORMAT = 2  # bump when the patch changes: cached LoRA-ready exports are then rebuilt
 # Linear layers of a Llama/Qwen2 decoder block that a LoRA adapter may target, as PEFT names them.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _PROJ = re.compile(r"^/model/layers\.(\d+)/(self_attn|mlp)/(" + "|".join(LORA_TARGETS) + r")/MatMul$")
@@ -52,16 +53,13 @@ class LoraSlot:
 
 def find_slots(graph) -> list[LoraSlot]:
     """The LoRA-able projections of an fp32 LM graph exported by optimum (node names keep module paths)."""
-    from onnx import numpy_helper
-
     inits = {i.name: i for i in graph.initializer}
     slots = []
     for node in graph.node:
         m = _PROJ.match(node.name)
         if node.op_type != "MatMul" or not m or node.input[1] not in inits:
             continue
-        w = inits[node.input[1]]
-        d_in, d_out = (int(d) for d in w.dims) if len(w.dims) == 2 else numpy_helper.to_array(w).shape
+        d_in, d_out = (int(d) for d in inits[node.input[1]].dims)  # a Linear's weight, stored [in, out]
         slots.append(LoraSlot(int(m.group(1)), m.group(2), m.group(3), node.input[0], node.output[0], d_in, d_out))
     return slots
 
@@ -78,16 +76,18 @@ def add_lora_inputs(model, slots: list[LoraSlot]) -> None:
     missing = [s.y for s in slots if s.y not in produced] + [s.x for s in slots if s.x not in produced]
     if missing:
         raise ValueError(f"graph lacks the projection tensors {missing[:3]}: not an optimum LM export")
+    # the projection (or its int8 dequantizing Mul) now writes y_base; y becomes y_base + (x A) B
+    renamed = {s.y: s.y + "_base" for s in slots}
+    for node in graph.node:
+        for k, o in enumerate(node.output):
+            if o in renamed:
+                node.output[k] = renamed[o]
     new_nodes = []
     for s in slots:
         r = f"r_{s.layer}_{s.proj}"  # a free rank per projection (adapters may use rank_pattern)
         graph.input.append(helper.make_tensor_value_info(s.a_input, elem, ["lora_batch", s.d_in, r]))
         graph.input.append(helper.make_tensor_value_info(s.b_input, elem, ["lora_batch", r, s.d_out]))
-        base_out = s.y + "_base"
-        for node in graph.node:  # the projection (or its int8 dequantizing Mul) now writes base_out
-            for k, o in enumerate(node.output):
-                if o == s.y:
-                    node.output[k] = base_out
+        base_out = renamed[s.y]
         prefix = f"/model/layers.{s.layer}/{s.module}/{s.proj}/lora"
         new_nodes += [
             helper.make_node("MatMul", [s.x, s.a_input], [prefix + "_xa"], name=prefix + "_A/MatMul"),
@@ -117,9 +117,6 @@ def _toposort(graph) -> None:
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
-
-
-LORA_FORMAT = 2  # bump when the patch changes: cached LoRA-ready exports are then rebuilt
 
 
 def patch_export(src_dir: Path, dst_dir: Path, precisions: list[str]) -> list[LoraSlot]:

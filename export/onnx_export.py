@@ -199,8 +199,8 @@ def check_export(result: ExportResult, model, tokenizer, tol: Tolerance, adapter
             c["rule"] = f"max |logit diff| <= {tol.fp32_logits_atol}"
             if ok and result.kind == ModelKind.LM:
                 lm = OnnxCausalLM(result.onnx(precision), tokenizer, precision, "cpu")
-                if lora is not None:
-                    lm = lm.with_adapter(lora_for(lm.session))
+                if lora is not None:  # the same graph as `sess`: the same factors fit
+                    lm = lm.with_adapter(lora)
                 greedy_ok = True
                 for ids in samples:
                     ort_ids = lm.generate(ids, Sampling(max_new_tokens=tol.greedy_tokens))

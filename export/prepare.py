@@ -75,13 +75,10 @@ def _stale(cur: registry.ModelVersion) -> bool:
 
 
 def _served_as_configured(s: Settings, task: str, cur: registry.ModelVersion) -> bool:
-    """A generation task's adapter is served the way NLPAPP_ADAPTERS says (shared base graph, or merged), on a
-    LoRA-ready graph of the current format."""
+    """A generation task's adapter is served the way NLPAPP_ADAPTERS says (shared base graph, or merged)."""
     from tasks import REGISTRY, TaskKind
 
-    if REGISTRY[task].kind == TaskKind.CLASSIFY:
-        return True
-    return bool(cur.adapter) == (s.adapters == "shared") and not _stale(cur)
+    return REGISTRY[task].kind == TaskKind.CLASSIFY or bool(cur.adapter) == (s.adapters == "shared")
 
 
 def ready(s: Settings, tasks: list[str]) -> bool:
@@ -139,7 +136,8 @@ def _prepare_on_base(s: Settings, source: str, tasks: list[str], force: bool) ->
                     or _stale(cur)):
                 fallback = fallback or base_version(s, source, force=force)
                 registry.register(s.models_dir, t, replace(fallback, note=refusal))
-        elif force or cur is None or cur.version != want or not _served_as_configured(s, t, cur):
+        elif (force or cur is None or cur.version != want or not _served_as_configured(s, t, cur)
+              or _stale(cur)):
             build_tuned_version(REGISTRY[t], base_dir, s.models_dir, shared=s.adapters == "shared")
         cur = registry.current(s.models_dir, t)
         log.info("step task %s registered on %s: %s (%s) done in %.1f s", t, source, cur.version,

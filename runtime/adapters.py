@@ -23,7 +23,6 @@ class LoraFeeds:
 
     name: str
     feeds: dict[str, np.ndarray]
-    rank: int = 0
 
 
 def lora_inputs(session) -> dict[str, int]:
@@ -69,15 +68,14 @@ def read_adapter(folder: Path, session, name: str = "") -> LoraFeeds:
             raise AdapterMismatch(f"{folder}: tensor {key!r} is not a LoRA factor of a decoder projection")
         pairs.setdefault(m.group(1), {})[m.group(2)] = value.astype(np.float32)
     feeds = no_adapter(session).feeds
-    rank = 0
     for module, ab in pairs.items():
         a_name, b_name = f"lora_A.{module}", f"lora_B.{module}"
         if a_name not in feeds or set(ab) != {"A", "B"}:
             raise AdapterMismatch(f"{folder}: the base graph has no LoRA input for {module}")
         a, b = ab["A"], ab["B"]  # PEFT: A [r, in], B [out, r]
-        r = a.shape[0]
-        alpha = cfg.get("alpha_pattern", {}).get(module.rsplit(".", 1)[-1], cfg.get("lora_alpha", r))
-        r_cfg = cfg.get("rank_pattern", {}).get(module.rsplit(".", 1)[-1], cfg.get("r", r))
+        r, proj = a.shape[0], module.rsplit(".", 1)[-1]
+        alpha = cfg.get("alpha_pattern", {}).get(proj, cfg.get("lora_alpha", r))
+        r_cfg = cfg.get("rank_pattern", {}).get(proj, cfg.get("r", r))
         scale = alpha / (r_cfg ** 0.5 if cfg.get("use_rslora") else r_cfg)
         if a.shape[1] != feeds[a_name].shape[1] or b.shape[0] != feeds[b_name].shape[2]:
             raise AdapterMismatch(f"{folder}: {module} has shape {a.shape[1]}->{b.shape[0]}, the base graph "
@@ -85,8 +83,7 @@ def read_adapter(folder: Path, session, name: str = "") -> LoraFeeds:
         dtype = feeds[a_name].dtype  # the graph's float type (fp16 exports take fp16 factors)
         feeds[a_name] = np.ascontiguousarray(a.T[None], dtype=dtype)
         feeds[b_name] = np.ascontiguousarray((b.T * np.float32(scale)).astype(dtype)[None])
-        rank = max(rank, r)
-    return LoraFeeds(name or folder.name, feeds, rank)
+    return LoraFeeds(name or folder.name, feeds)
 
 
 def stack(rows: list[LoraFeeds]) -> dict[str, np.ndarray]:

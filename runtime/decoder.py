@@ -147,14 +147,14 @@ class ContinuousDecoder:
             self._remove(gone)
 
     def _forward(self, ids, mask, past, pos, loras):
-        from runtime.adapters import stack
+        from runtime.adapters import LoraFeeds, stack
 
         lm = self.lm
         if lm.takes_adapters:
             last = self._stacked[0]  # the rows' adapters of the last stack (held, so never a reused id)
             if len(last) != len(loras) or any(a is not b for a, b in zip(last, loras)):
                 self._stacked = (tuple(loras), stack(loras))  # re-stacked only when the batch's make-up changed
-            lm.lora = _Stacked(self._stacked[1])
+            lm.lora = LoraFeeds("this step's rows", self._stacked[1])
         logits, new_past = lm.forward(ids, mask, past, pos)
         return logits, {k: _host(v) for k, v in new_past.items()}
 
@@ -242,10 +242,3 @@ class ContinuousDecoder:
         finished = [i for i, r in enumerate(self._rows) if not self._emit(r, logits[i, -1])]
         if finished:
             self._remove(finished)
-
-
-@dataclass
-class _Stacked:
-    """Feeds already stacked for this step's rows (what OnnxCausalLM.forward reads from `lora`)."""
-
-    feeds: dict

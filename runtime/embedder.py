@@ -46,15 +46,12 @@ class Embedder:
                 out.append(torch.nn.functional.normalize(vec, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
-
-    def encode_cached(self, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+    def encode_cached(self, texts: list[str], cache_dir: Path) -> np.ndarray:
         """encode(texts), kept on disk by a hash of the model and every text: the same knowledge base is embedded
         once, not at every start (~9 s for the demo KB's ~1,100 texts on 2 cores). Any change of a text or of
         the model is a new file; an unreadable file is recomputed."""
         import hashlib
 
-        if cache_dir is None:
-            return self.encode(texts)
         h = hashlib.sha256(f"{self.model_dir}|{self.max_length}".encode())
         for t in texts:
             h.update(b"\x00" + t.encode("utf-8", "surrogatepass"))

@@ -63,12 +63,9 @@ class KnowledgeBase:
                     for t in [e.question, f"{e.question} {e.answer}", *self.phrasings.get(e.id, [])]:
                         texts.append(t)
                         owner.append(i)
-                if hasattr(self.embedder, "encode_cached"):  # the real embedder: kept on disk across starts
-                    from runtime.embedder import cache_dir
+                from runtime.embedder import cache_dir
 
-                    emb = self.embedder.encode_cached(texts, cache_dir())
-                else:
-                    emb = self.embedder.encode(texts)
+                emb = self.embedder.encode_cached(texts, cache_dir())  # kept on disk across starts
                 owner = np.asarray(owner)
                 vec = np.stack([emb[owner == i].mean(0) for i in range(len(self.entries))])
                 self._vectors = vec / np.linalg.norm(vec, axis=-1, keepdims=True)

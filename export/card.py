@@ -73,6 +73,15 @@ def _base_line(base_model: str) -> tuple[str, str, str]:
         f"(`NLPAPP_BASE_MODEL={spec.name}`).")
 
 
+def _earlier_scores(earlier: dict | None) -> str:
+    """The card's sentence on earlier versions' looks at the same test split ("" when there were none)."""
+    if not earlier:
+        return ""
+    return (" Earlier versions scored this task's test split too: "
+            + ", ".join(f"{v} {n} time(s)" for v, n in earlier.items())
+            + "; a choice made after those figures has looked at it as well.")
+
+
 def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, base_model: str) -> Path:
     folder = Path(folder)
     cfg = facts.get("config", {})
@@ -117,7 +126,8 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         (f"The test split has been scored {metrics['test_split_scored']} time(s) for this version (each "
          "`python -m export evaluate` adds one)."
          if metrics.get("test_split_scored") else
-         "How often the test split was scored for this version was not recorded when this card was written."),
+         "How often the test split was scored for this version was not recorded when this card was written.")
+        + _earlier_scores(metrics.get("test_split_scored_earlier")),
         "",
         "## Data",
         "",

@@ -11,14 +11,28 @@ from runtime import registry
 log = logging.getLogger(__name__)
 
 
+def _previous_metrics(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def times_test_scored(folder: Path, version: str) -> int:
     """How often this adapter version's test split was scored before (its metrics.json keeps count; 0 for a
     new version, or for a card written before the count existed)."""
-    try:
-        previous = json.loads((Path(folder) / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return 0
+    previous = _previous_metrics(folder)
     return int(previous.get("test_split_scored", 0)) if previous.get("model_version") == version else 0
+
+
+def earlier_test_scores(folder: Path, version: str) -> dict[str, int]:
+    """How often the task's test split was scored for each earlier adapter version (carried from card to card):
+    a recipe changed after seeing an earlier version's test figure has looked at the test split too."""
+    previous = _previous_metrics(folder)
+    earlier = dict(previous.get("test_split_scored_earlier", {}))
+    if previous.get("model_version") and previous["model_version"] != version:
+        earlier[previous["model_version"]] = int(previous.get("test_split_scored", 0))
+    return earlier
 
 
 def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | None = None,
@@ -55,6 +69,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False, shared=s.adapters == "shared")
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
     metrics["test_split_scored"] = times_test_scored(folder, tuned_mv.version) + 1
+    metrics["test_split_scored_earlier"] = earlier_test_scores(folder, tuned_mv.version)
     card = write_card(folder, task, splits.card(), facts, metrics, source)
     tuned_mv.metrics = metrics
     registry.register(s.models_dir, name, tuned_mv)  # now with its metrics; the app picks it up live

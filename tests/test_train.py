@@ -294,7 +294,7 @@ def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):
     import json
 
     from export.card import write_card
-    from export.pipeline import times_test_scored
+    from export.pipeline import earlier_test_scores, times_test_scored
 
     assert times_test_scored(tmp_path, "v1") == 0  # no card yet
     (tmp_path / "metrics.json").write_text(json.dumps({"model_version": "v1", "test_split_scored": 2}))
@@ -302,7 +302,15 @@ def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):
     metrics = {"held_out_examples": 3, "fine_tuned": {"rougeL": 0.5}, "base_zero_shot": {}, "target": "met: x",
                "baseline": {"name": "lead"}, "test_split_scored": 3}
     card = write_card(tmp_path, REGISTRY["summarize"], Splits([], [], []).card(), {"config": {}}, metrics, "tiny")
-    assert "scored 3 time(s) for this version" in card.read_text()
+    assert "scored 3 time(s) for this version" in card.read_text() and "Earlier versions" not in card.read_text()
+    # a new version keeps the count of the versions before it: their test figures may have informed its recipe
+    (tmp_path / "metrics.json").write_text(json.dumps({"model_version": "v2", "test_split_scored": 1,
+                                                       "test_split_scored_earlier": {"v1": 2}}))
+    assert earlier_test_scores(tmp_path, "v2") == {"v1": 2}
+    assert earlier_test_scores(tmp_path, "v3") == {"v1": 2, "v2": 1}
+    card = write_card(tmp_path, REGISTRY["summarize"], Splits([], [], []).card(), {"config": {}},
+                      {**metrics, "test_split_scored_earlier": {"v1": 2, "v2": 1}}, "tiny")
+    assert "Earlier versions scored this task's test split too: v1 2 time(s), v2 1 time(s)" in card.read_text()
 
 
 def test_a_classifier_is_scored_per_language_beside_its_baselines():

@@ -54,6 +54,10 @@ class Settings:
     # each request applies its task's adapter (one base in memory, one export to build). merged: each task gets
     # its own export with the adapter merged in (a full copy of the base per task).
     adapters: str = field(default_factory=lambda: _env("NLPAPP_ADAPTERS", "shared").lower())
+    # fused | optimum | auto: the shared base graph. fused: onnxruntime-genai's builder graph (GroupQueryAttention,
+    # KV cache written in place; CPU only), decoded in place (runtime/gqa.py); optimum: the optimum export (its KV
+    # cache is concatenated each step; fp16 + IO binding on CUDA). auto: fused on CPU hosts, optimum with CUDA.
+    graph: str = field(default_factory=lambda: _env("NLPAPP_GRAPH", "auto").lower())
     # Generations decoded together in one step (continuous batching); more wait in the queue.
     max_batch: int = field(default_factory=lambda: int(_env("NLPAPP_MAX_BATCH", "8")))
     # Prompt tokens prefilled per step while others are decoding: bounds how long a long prompt holds their
@@ -65,6 +69,8 @@ class Settings:
     def __post_init__(self):
         if self.adapters not in ("shared", "merged"):
             raise ValueError(f"NLPAPP_ADAPTERS must be 'shared' or 'merged', not {self.adapters!r}")
+        if self.graph not in ("fused", "optimum", "auto"):
+            raise ValueError(f"NLPAPP_GRAPH must be 'fused', 'optimum' or 'auto', not {self.graph!r}")
 
     def db_url(self) -> str:
         if self.database_url:

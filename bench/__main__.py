@@ -17,10 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def memory_bandwidth_gbs(mb: int = 512, repeats: int = 5) -> float:
-    """Read bandwidth: summing a large array streams it from memory once."""
+    """Read bandwidth of all cores: each thread sums its own slice of a large array (numpy lets go of the GIL), so
+    the array streams from memory once. One thread alone reads less than the runtime's threads do."""
+    from concurrent.futures import ThreadPoolExecutor
+
     a = np.ones(mb * (1 << 20) // 8, dtype=np.float64)
-    a.sum()
-    best = min(_t(lambda: a.sum()) for _ in range(repeats))
+    parts = np.array_split(a, os.cpu_count() or 1)
+    with ThreadPoolExecutor(len(parts)) as pool:
+        read = lambda: list(pool.map(np.sum, parts))  # noqa: E731
+        read()
+        best = min(_t(read) for _ in range(repeats))
     return a.nbytes / best / 1e9
 
 
@@ -46,9 +52,10 @@ def bytes_per_token(onnx_path: Path) -> tuple[int, int]:
     return total - skipped, total
 
 
-def worker(*args: str, timeout: int = 1800) -> dict:
+def worker(*args: str, timeout: int = 1800, pythonpath: str = "") -> dict:
     cmd = [sys.executable, "-m", "bench.worker", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -139,6 +146,18 @@ def merged_export(version: str) -> str | None:
     return str(found.path) if found else None
 
 
+def optimum_shared_export(ckpt: str) -> str | None:
+    """The optimum LoRA-ready export of a base, if one was built (NLPAPP_GRAPH=optimum): the runtime before the
+    fused graph, timed beside it."""
+    from export.lora_graph import LORA_FORMAT
+    from export.onnx_export import export_key, load_export
+    from config import settings
+
+    key = export_key(Path(ckpt), "lm", ["fp32", "int8"])
+    found = load_export(settings().models_dir / "onnx" / f"lm-lora-{key}-f{LORA_FORMAT}")
+    return str(found.path) if found else None
+
+
 def int8_vs_fp32_metric(task_name: str, n: int) -> dict:
     from config import settings
     from export.evaluate import eval_rows, open_version, score
@@ -162,6 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--generate-task", default="summarize")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--metric-n", type=int, default=60, help="validation examples for the LM int8-vs-fp32 metric")
+    p.add_argument("--genai", default="int4,int8",
+                   help="onnxruntime-genai precisions to time beside ours ('' for none; builds under models/genai/)")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = p.parse_args(argv)
     cmdline = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -190,13 +211,30 @@ def main(argv=None) -> int:
     version, ckpt, onnx_dir, adapter = model_paths(args.generate_task)
     g = run_variants("generate", ckpt, onnx_dir, r, ["--adapter", adapter] if adapter else [], fp16=cuda)
     if adapter:  # the runtime before the shared base graph: the adapter merged into its own export
-        g = {f"{k} (shared base + run-time adapter)" if k.startswith("ONNX") else f"{k} (base + PEFT adapter)": v
+        from runtime.gqa import is_gqa_export
+
+        kind = "fused graph" if is_gqa_export(Path(onnx_dir) / "int8" / "model.onnx") else "shared base"
+        g = {f"{k} ({kind} + run-time adapter)" if k.startswith("ONNX") else f"{k} (base + PEFT adapter)": v
              for k, v in g.items()}
         merged = merged_export(version)
         if merged:
             g["ONNX Runtime int8, merged single-task export (previous runtime)"] = worker(
                 "generate", "--engine", "ort", "--precision", "int8", "--onnx", merged, "--ckpt", ckpt,
                 "--repeats", r)
+        optimum = optimum_shared_export(ckpt)
+        if optimum and optimum != onnx_dir:
+            g["ONNX Runtime int8, optimum graph + run-time adapter (KV cache concatenated)"] = worker(
+                "generate", "--engine", "ort", "--precision", "int8", "--onnx", optimum, "--ckpt", ckpt,
+                "--adapter", adapter, "--repeats", r)
+        g["ONNX Runtime int8, served base graph, no adapter"] = worker(
+            "generate", "--engine", "ort", "--precision", "int8", "--onnx", onnx_dir, "--ckpt", ckpt, "--repeats", r)
+    if args.genai:  # the peer runtime on the same base (no adapter), each precision built by its own builder
+        from bench import genai
+
+        for prec in args.genai.split(","):
+            g[f"onnxruntime-genai {prec} (base, no adapter)"] = worker(
+                "generate", "--engine", "genai", "--onnx", str(genai.build(Path(ckpt), prec)), "--ckpt", ckpt,
+                "--repeats", r, pythonpath=str(genai.runtime_path()))
     bw = memory_bandwidth_gbs()
     int8_bytes, int8_total = bytes_per_token(Path(onnx_dir) / "int8" / "model.onnx")
     bound = bw * 1e9 / int8_bytes
@@ -209,8 +247,17 @@ def main(argv=None) -> int:
                      f"{m['decode_tok_s_b1'] / base['decode_tok_s_b1']:.2f} | {m['decode_tok_s_b8']:.1f} | "
                      f"{m['peak_rss_mb']:.0f} |")
     i8 = next(v for k, v in g.items() if k.startswith("ONNX Runtime int8"))["decode_tok_s_b1"]
-    lines += ["", f"Memory read bandwidth (numpy sum over 512 MB): {bw:.1f} GB/s. int8 weights read per token: "
-              f"{int8_bytes / 1e6:.0f} MB (of {int8_total / 1e6:.0f} MB; the embedding table is gathered, not read). "
+    ours = g.get("ONNX Runtime int8, served base graph, no adapter")
+    peer = g.get("onnxruntime-genai int4 (base, no adapter)")
+    if ours and peer:
+        lines += ["", f"Ours against the peer, both on the bare base: decode batch 1 {ours['decode_tok_s_b1']:.1f} vs "
+                  f"{peer['decode_tok_s_b1']:.1f} tok/s ({ours['decode_tok_s_b1'] / peer['decode_tok_s_b1']:.0%}), "
+                  f"batch 8 {ours['decode_tok_s_b8']:.1f} vs {peer['decode_tok_s_b8']:.1f}, time to first token "
+                  f"{ours['ttft_256_ms']:.0f} vs {peer['ttft_256_ms']:.0f} ms, peak RSS {ours['peak_rss_mb']:.0f} vs "
+                  f"{peer['peak_rss_mb']:.0f} MB."]
+    lines += ["", f"Memory read bandwidth (numpy sum over 512 MB, one thread per core): {bw:.1f} GB/s. int8 weights "
+              f"read per token: {int8_bytes / 1e6:.0f} MB (of {int8_total / 1e6:.0f} MB; the embedding table is "
+              "gathered, not read). "
               f"Bandwidth bound: {bound:.1f} tok/s; measured int8 batch 1: {i8:.1f} tok/s = {i8 / bound:.0%} of the "
               "bound.", ""]
 

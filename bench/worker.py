@@ -3,6 +3,7 @@
     python -m bench.worker classify  --engine torch|ort --precision fp32|int8 --ckpt DIR --onnx DIR --task T
     python -m bench.worker generate  --engine torch|ort --precision fp32|int8|fp16 --ckpt DIR --onnx DIR
                                      [--adapter DIR]  (a LoRA adapter: PEFT on torch; run-time inputs on ort)
+    python -m bench.worker generate  --engine genai --ckpt DIR --onnx GENAI_DIR  (onnxruntime-genai on PYTHONPATH)
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def generate(args) -> dict:
     import numpy as np
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(args.ckpt if args.engine == "torch" else args.onnx)
+    tok = AutoTokenizer.from_pretrained(args.ckpt if args.engine in ("torch", "genai") else args.onnx)
     base = ("The harbour town woke slowly. Fishermen checked their nets while the bakery opened its doors, and "
             "children ran along the quay towards the school on the hill. ")
     ids = tok(base * 20, add_special_tokens=False).input_ids[:256]
@@ -115,11 +116,30 @@ def generate(args) -> dict:
                                do_sample=False, pad_token_id=tok.pad_token_id)
                 if dev == "cuda":
                     torch.cuda.synchronize()
+    elif args.engine == "genai":
+        import onnxruntime_genai as og
+
+        config = og.Config(args.onnx)
+        # its default is 1 intra-op thread; ours use every core
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+            "intra_op_num_threads": args.threads or os.cpu_count() or 2}}}}))
+        model = og.Model(config)
+
+        def run(batch, n):
+            params = og.GeneratorParams(model)
+            params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False,
+                                      batch_size=batch)
+            gen = og.Generator(model, params)
+            gen.append_tokens(np.array([ids] * batch, dtype=np.int32))  # the prefill
+            for _ in range(n):
+                gen.generate_next_token()
     else:
+        from runtime.gqa import GqaCausalLM, is_gqa_export
         from runtime.lm import OnnxCausalLM
 
-        lm = OnnxCausalLM(os.path.join(args.onnx, args.precision, "model.onnx"), tok, args.precision,
-                          "cuda" if args.precision == "fp16" else "cpu", threads=args.threads)
+        path = os.path.join(args.onnx, args.precision, "model.onnx")
+        cls = GqaCausalLM if is_gqa_export(path) else OnnxCausalLM  # fused graph: decoded in place, in slots
+        lm = cls(path, tok, args.precision, "cuda" if args.precision == "fp16" else "cpu", threads=args.threads)
         if args.adapter:
             from runtime.adapters import read_adapter
 
@@ -143,7 +163,7 @@ def generate(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("kind", choices=["classify", "generate"])
-    p.add_argument("--engine", choices=["torch", "ort"], required=True)
+    p.add_argument("--engine", choices=["torch", "ort", "genai"], required=True)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--ckpt")
     p.add_argument("--onnx")

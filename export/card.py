@@ -100,7 +100,7 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         *_base_file_lines(folder),
         *_base_comparison_lines(folder),
         f"- **Version**: `{metrics.get('model_version', '?')}` (hash of this adapter).",
-        f"- **Served as**: merged into the base, exported to ONNX "
+        f"- **Served as**: {metrics.get('served_as', 'merged into the base, exported to ONNX')} "
         f"({'text-classification' if task.kind == TaskKind.CLASSIFY else 'text-generation-with-past'}), "
         f"checked against PyTorch, {metrics.get('precision', '?')} on {metrics.get('provider', '?')}.",
         "",

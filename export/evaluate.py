@@ -56,12 +56,13 @@ def generate_all(task, backend, settings, rows) -> list[str]:
     return out
 
 
-def target_nll(task, backend, settings, rows) -> tuple[list[float], list[int]]:
-    """Mean negative log-likelihood of each target's continuation given its prompt (for perplexity)."""
+def target_nll(task, backend, settings, rows) -> tuple[list[float], list[int], list[int]]:
+    """Mean negative log-likelihood of each target's continuation given its prompt (for perplexity), the number of
+    tokens it is the mean of, and the characters they spell (for a perplexity that two tokenizers share)."""
     from serving.prompt import render_prompt
 
     lm, tok = backend.model, backend.model.tokenizer
-    nlls, counts = [], []
+    nlls, counts, chars = [], [], []
     for r in rows:
         prompt = render_prompt(tok, task.build_messages(r["text"], task.options(r.get("options") or {})),
                                task.answer_prefix)
@@ -80,7 +81,8 @@ def target_nll(task, backend, settings, rows) -> tuple[list[float], list[int]]:
         lp = (logits[np.arange(len(t_ids)), t_ids] - logz)[scored]
         nlls.append(float(-lp.mean()))
         counts.append(len(lp))
-    return nlls, counts
+        chars.append(len(r["target"]) - echo + 1)  # + 1: the end-of-text token, scored like a character
+    return nlls, counts, chars
 
 
 def with_groups(task, group_by: str, rows: list[dict], preds: list[str]) -> dict:
@@ -129,8 +131,10 @@ def score(task, backend, settings, rows) -> dict:
         preds = predict_labels(task, backend, settings, [r["text"] for r in rows])
         m = with_groups(task, plan.group_by, rows, preds)
     elif plan.scoring == "perplexity":
-        nlls, counts = target_nll(task, backend, settings, rows)
+        nlls, counts, chars = target_nll(task, backend, settings, rows)
         m = task.metric(nlls, counts)
+        # per character, not per token: the figure two bases with different tokenizers can be compared on
+        m["char_perplexity"] = float(np.exp(sum(n * c for n, c in zip(nlls, counts)) / max(sum(chars), 1)))
         if plan.group_by:  # one group can hide in the pooled figure (the Chinese poems did)
             groups = [(r.get("options") or {}).get(plan.group_by, "") for r in rows]
             for g in sorted(set(groups) - {""}):
@@ -197,6 +201,19 @@ def verdict(task, tuned: dict, base: dict, base_line: dict) -> str:
     return task.evaluation.verdict(tuned, base, base_line)
 
 
+def served_as(mv: registry.ModelVersion) -> str:
+    """How a version reaches the user, in words for its card."""
+    import json
+    from pathlib import Path
+
+    if not mv.adapter:
+        return "merged into the base, exported to ONNX"
+    graph = json.loads((Path(mv.path) / "manifest.json").read_text()).get("graph")
+    return ("applied at run time (LoRA factors as graph inputs) to the shared base graph: "
+            + ("onnxruntime-genai's builder graph, fused attention with the KV cache written in place"
+               if graph == "gqa" else "the optimum export"))
+
+
 def evaluate_task(task, splits, models_dir, tuned_mv, base_mv, settings, n: int | None = None,
                   precision: str = "auto") -> dict:
     rows = eval_rows(task, splits, n)
@@ -207,7 +224,8 @@ def evaluate_task(task, splits, models_dir, tuned_mv, base_mv, settings, n: int 
     base = cached_score(task, base_b, settings, rows, models_dir)
     bl_name, bl = baseline(task, splits, rows)
     extra = {"majority_class": majority_class(task, splits, rows)} if task.kind == TaskKind.CLASSIFY else {}
-    return {**extra, "task": task.name, "held_out_examples": len(rows), "precision": tuned_b.placement.precision,
+    return {**extra, "task": task.name, "held_out_examples": len(rows), "served_as": served_as(tuned_mv),
+            "precision": tuned_b.placement.precision,
             "provider": tuned_b.placement.provider, "fine_tuned": tuned, "base_zero_shot": base,
             "baseline": {"name": bl_name, **bl}, "target": verdict(task, tuned, base, bl),
             "model_version": tuned_mv.version, "base_version": base_mv.version}

@@ -94,7 +94,8 @@ def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
 
 
 def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | None = None,
-                        register: bool = True, shared: bool = False) -> registry.ModelVersion:
+                        register: bool = True, shared: bool = False,
+                        graph: str = "optimum") -> registry.ModelVersion:
     """Export (LM or classifier), check, and (with `register`) make it the task's current version.
 
     `shared` (generation tasks): the adapter is applied at run time to the one LoRA-ready graph of its base,
@@ -109,7 +110,7 @@ def build_tuned_version(task, base_dir: Path, models_dir: Path, folder: Path | N
     if refusal:
         raise BaseMismatch(refusal)
     if shared and task.kind != TaskKind.CLASSIFY:
-        mv = shared_adapter_version(folder, version, base_dir, models_dir, base_sha)
+        mv = shared_adapter_version(folder, version, base_dir, models_dir, base_sha, graph)
         where = f"adapter on the shared base graph {mv.path}"
     else:
         merged = merge(task, base_dir, folder, Path(models_dir) / "merged" / version)
@@ -131,17 +132,17 @@ def _metrics(folder: Path) -> dict:
 
 
 def shared_adapter_version(folder: Path, version: str, base_dir: Path, models_dir: Path,
-                           base_sha: str) -> registry.ModelVersion:
+                           base_sha: str, graph: str = "optimum") -> registry.ModelVersion:
     """The adapter copied under the models folder (immutable per version) and checked on the base's LoRA-ready
     graph against PyTorch + PEFT (fp32: equal greedy tokens; int8: logit cosine), checks cached beside it."""
     import torch
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from export.lora_graph import export_lora_base
+    from export.lora_graph import export_shared_base
     from export.onnx_export import Tolerance, _load_torch, _untie_lm_head, check_export, quiet_export
 
-    result = export_lora_base(base_dir, Path(models_dir) / "onnx")
+    result = export_shared_base(base_dir, Path(models_dir) / "onnx", graph)
     served = Path(models_dir) / "adapters" / version
     checks_file = served / f"checks-{result.path.name}.json"  # per graph (base and patch format)
     if not checks_file.exists():

@@ -178,3 +178,15 @@ def export_lora_base(checkpoint: Path, out_root: Path, precisions: list[str] | N
     tmp.rename(out)
     result.path = out
     return result
+
+
+def export_shared_base(checkpoint: Path, out_root: Path, graph: str = "optimum", precisions: list[str] | None = None,
+                       force: bool = False):
+    """The LoRA-ready base graph every adapter of this base runs on: "optimum" (this module) or "fused"
+    (export/gqa_graph.py: fused attention, KV cache in place, CPU)."""
+    if graph == "fused":
+        from export.gqa_graph import export_gqa_base
+
+        return export_gqa_base(checkpoint, out_root, [p for p in precisions or ["fp32", "int8"] if p != "fp16"],
+                               force=force)
+    return export_lora_base(checkpoint, out_root, precisions, force=force)

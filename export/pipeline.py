@@ -41,7 +41,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     from export.card import write_card
     from export.evaluate import evaluate_task
     from export.finetuned import adapter_dir, build_tuned_version, write_adapter_meta
-    from export.prepare import register_base_version, task_base
+    from export.prepare import register_base_version, shared_graph, task_base
     from export.train import config_for, load_extra
     from export.train import train as train_adapter
     from tasks import REGISTRY, build_data
@@ -66,7 +66,8 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     same_base = [t for t in REGISTRY if task_base(s, t) == source]
     base_mv = register_base_version(s, same_base, source)  # the zero-shot comparison (and fallback) version
     # registered once, with metrics
-    tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False, shared=s.adapters == "shared")
+    tuned_mv = build_tuned_version(task, base_dir, s.models_dir, register=False, shared=s.adapters == "shared",
+                                   graph=shared_graph(s))
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
     metrics["test_split_scored"] = times_test_scored(folder, tuned_mv.version) + 1
     metrics["test_split_scored_earlier"] = earlier_test_scores(folder, tuned_mv.version)
@@ -123,10 +124,11 @@ def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int 
             rows = eval_rows(task, replace(splits, test=splits.val), n)
             m = score(task, open_version(s.models_dir, base_version(s, base)), s, rows)
             m.pop("examples", None)
-            runs[base] = {"metric": task.evaluation.metric, "best": m[task.evaluation.metric], "n": len(rows),
+            # perplexity per token depends on the tokenizer: bases are compared per character
+            metric = "char_perplexity" if task.evaluation.scoring == "perplexity" else task.evaluation.metric
+            runs[base] = {"metric": metric, "best": m[metric], "n": len(rows),
                           "run": "untuned, zero-shot", "scores": m}
-            log.info("%s on %s: validation %s %.4f (zero-shot)", name, base, task.evaluation.metric,
-                     m[task.evaluation.metric])
+            log.info("%s on %s: validation %s %.4f (zero-shot)", name, base, metric, m[metric])
             continue
         sel = facts["val_selection"]
         runs[base] = {"metric": sel["metric"], "best": sel["selected_value"], "n": sel["n"],

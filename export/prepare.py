@@ -20,16 +20,26 @@ def task_base(s: Settings, task: str) -> str:
     return s.base_model or REGISTRY[task].train.base
 
 
+def shared_graph(s: Settings) -> str:
+    """The shared base graph to build and serve: NLPAPP_GRAPH, with auto resolved for this host (fused on CPU;
+    with CUDA the optimum export, whose fp16 cache stays on the device)."""
+    if s.graph != "auto":
+        return s.graph
+    from runtime.providers import cuda_usable
+
+    return "optimum" if s.provider != "cpu" and cuda_usable() else "fused"
+
+
 def base_version(s: Settings, source: str, precisions: list[str] | None = None,
                  force: bool = False) -> registry.ModelVersion:
     """The un-tuned base model `source` (zero-shot prompts), exported (cached by export key), not registered."""
     from export.base_model import base_sha256, prepare_base
-    from export.lora_graph import export_lora_base
+    from export.lora_graph import export_shared_base
     from export.onnx_export import export_model
 
     ckpt = prepare_base(source, s.models_dir, force=force)
     if s.adapters == "shared":  # the LoRA-ready graph with rank-0 factors: the same session the adapters use
-        result = export_lora_base(ckpt, s.models_dir / "onnx", precisions, force=force)
+        result = export_shared_base(ckpt, s.models_dir / "onnx", shared_graph(s), precisions, force=force)
     else:
         result = export_model(ckpt, s.models_dir / "onnx", "lm", precisions, force=force)
     return registry.ModelVersion(version=f"base-{result.key[:8]}", kind="lm", path=str(result.path),
@@ -63,6 +73,7 @@ def _stale(cur: registry.ModelVersion) -> bool:
     import json
     from pathlib import Path
 
+    from export.gqa_graph import GQA_FORMAT
     from export.lora_graph import LORA_FORMAT
 
     try:
@@ -71,14 +82,33 @@ def _stale(cur: registry.ModelVersion) -> bool:
         return True
     if cur.adapter and not (Path(cur.adapter) / f"checks-{Path(cur.path).name}.json").exists():
         return True  # never checked against PyTorch on this graph
+    if manifest.get("graph") == "gqa":
+        return manifest.get("gqa_format") != GQA_FORMAT
     return manifest.get("lora_format", LORA_FORMAT) != LORA_FORMAT
 
 
 def _served_as_configured(s: Settings, task: str, cur: registry.ModelVersion) -> bool:
-    """A generation task's adapter is served the way NLPAPP_ADAPTERS says (shared base graph, or merged)."""
+    """A generation task's adapter is served the way NLPAPP_ADAPTERS says (shared base graph, or merged), on the
+    shared graph NLPAPP_GRAPH says (fused or optimum)."""
     from tasks import REGISTRY, TaskKind
 
-    return REGISTRY[task].kind == TaskKind.CLASSIFY or bool(cur.adapter) == (s.adapters == "shared")
+    if REGISTRY[task].kind == TaskKind.CLASSIFY:
+        return True
+    if bool(cur.adapter) != (s.adapters == "shared"):
+        return False
+    return not cur.adapter or graph_of(cur) == shared_graph(s)
+
+
+def graph_of(cur: registry.ModelVersion) -> str:
+    """"fused" or "optimum": the kind of graph a version is registered on (its export's manifest)."""
+    import json
+    from pathlib import Path
+
+    try:
+        manifest = json.loads((Path(cur.path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "optimum"
+    return "fused" if manifest.get("graph") == "gqa" else "optimum"
 
 
 def ready(s: Settings, tasks: list[str]) -> bool:
@@ -138,7 +168,8 @@ def _prepare_on_base(s: Settings, source: str, tasks: list[str], force: bool) ->
                 registry.register(s.models_dir, t, replace(fallback, note=refusal))
         elif (force or cur is None or cur.version != want or not _served_as_configured(s, t, cur)
               or _stale(cur)):
-            build_tuned_version(REGISTRY[t], base_dir, s.models_dir, shared=s.adapters == "shared")
+            build_tuned_version(REGISTRY[t], base_dir, s.models_dir, shared=s.adapters == "shared",
+                                graph=shared_graph(s))
         cur = registry.current(s.models_dir, t)
         log.info("step task %s registered on %s: %s (%s) done in %.1f s", t, source, cur.version,
                  "fine-tuned" if cur.tuned else "un-tuned base" + (", adapter refused" if cur.note else ""),

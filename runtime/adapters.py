@@ -68,22 +68,62 @@ def read_adapter(folder: Path, session, name: str = "") -> LoraFeeds:
             raise AdapterMismatch(f"{folder}: tensor {key!r} is not a LoRA factor of a decoder projection")
         pairs.setdefault(m.group(1), {})[m.group(2)] = value.astype(np.float32)
     feeds = no_adapter(session).feeds
+    packed: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}  # fused-attention graphs: one q/k/v input
     for module, ab in pairs.items():
         a_name, b_name = f"lora_A.{module}", f"lora_B.{module}"
+        layer, proj = module.rsplit(".", 1)
+        if a_name not in feeds and proj in _QKV and f"lora_A.{layer}.qkv_proj" in feeds and set(ab) == {"A", "B"}:
+            packed.setdefault(layer, {})[proj] = _factors(cfg, proj, ab["A"], ab["B"])
+            continue
         if a_name not in feeds or set(ab) != {"A", "B"}:
             raise AdapterMismatch(f"{folder}: the base graph has no LoRA input for {module}")
-        a, b = ab["A"], ab["B"]  # PEFT: A [r, in], B [out, r]
-        r, proj = a.shape[0], module.rsplit(".", 1)[-1]
-        alpha = cfg.get("alpha_pattern", {}).get(proj, cfg.get("lora_alpha", r))
-        r_cfg = cfg.get("rank_pattern", {}).get(proj, cfg.get("r", r))
-        scale = alpha / (r_cfg ** 0.5 if cfg.get("use_rslora") else r_cfg)
-        if a.shape[1] != feeds[a_name].shape[1] or b.shape[0] != feeds[b_name].shape[2]:
-            raise AdapterMismatch(f"{folder}: {module} has shape {a.shape[1]}->{b.shape[0]}, the base graph "
-                                  f"{feeds[a_name].shape[1]}->{feeds[b_name].shape[2]}: trained on another base")
-        dtype = feeds[a_name].dtype  # the graph's float type (fp16 exports take fp16 factors)
-        feeds[a_name] = np.ascontiguousarray(a.T[None], dtype=dtype)
-        feeds[b_name] = np.ascontiguousarray((b.T * np.float32(scale)).astype(dtype)[None])
+        a, b = _factors(cfg, proj, ab["A"], ab["B"])
+        _put(feeds, module, a, b, folder)
+    for layer, parts in packed.items():
+        d_in, d_out = feeds[f"lora_A.{layer}.qkv_proj"].shape[1], feeds[f"lora_B.{layer}.qkv_proj"].shape[2]
+        _put(feeds, f"{layer}.qkv_proj", *_pack_qkv(parts, d_in, d_out, folder), folder)
     return LoraFeeds(name or folder.name, feeds)
+
+
+_QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def _factors(cfg: dict, proj: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PEFT's A [r, in], B [out, r] -> the graph's A [in, r] and scale * B [r, out]."""
+    r = a.shape[0]
+    alpha = cfg.get("alpha_pattern", {}).get(proj, cfg.get("lora_alpha", r))
+    r_cfg = cfg.get("rank_pattern", {}).get(proj, cfg.get("r", r))
+    scale = alpha / (r_cfg ** 0.5 if cfg.get("use_rslora") else r_cfg)
+    return a.T, b.T * np.float32(scale)
+
+
+def _put(feeds: dict, module: str, a: np.ndarray, b: np.ndarray, folder: Path) -> None:
+    a_name, b_name = f"lora_A.{module}", f"lora_B.{module}"
+    if a.shape[0] != feeds[a_name].shape[1] or b.shape[1] != feeds[b_name].shape[2]:
+        raise AdapterMismatch(f"{folder}: {module} has shape {a.shape[0]}->{b.shape[1]}, the base graph "
+                              f"{feeds[a_name].shape[1]}->{feeds[b_name].shape[2]}: trained on another base")
+    dtype = feeds[a_name].dtype  # the graph's float type (fp16 exports take fp16 factors)
+    feeds[a_name] = np.ascontiguousarray(a[None], dtype=dtype)
+    feeds[b_name] = np.ascontiguousarray(b.astype(dtype)[None])
+
+
+def _pack_qkv(parts: dict, d_in: int, d_out: int, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One LoRA for a packed q/k/v projection (output = [q | k | v]): A's columns side by side, B block-diagonal,
+    so x A B = [x A_q B_q | x A_k B_k | x A_v B_v] exactly. A projection the adapter skips gets rank 0."""
+    q_out = parts["q_proj"][1].shape[1] if "q_proj" in parts else d_in  # query width = hidden size (Llama, Qwen2)
+    kv = (d_out - q_out) // 2
+    widths = [parts[p][1].shape[1] if p in parts else (q_out if p == "q_proj" else kv) for p in _QKV]
+    if sum(widths) != d_out:
+        raise AdapterMismatch(f"{folder}: q/k/v widths {widths} do not add up to the packed projection's {d_out}")
+    ranks = [parts[p][0].shape[1] if p in parts else 0 for p in _QKV]
+    a = np.zeros((d_in, sum(ranks)), np.float32)
+    b = np.zeros((sum(ranks), d_out), np.float32)
+    r0 = c0 = 0
+    for p, r, w in zip(_QKV, ranks, widths):
+        if p in parts:
+            a[:, r0:r0 + r], b[r0:r0 + r, c0:c0 + w] = parts[p]
+        r0, c0 = r0 + r, c0 + w
+    return a, b
 
 
 def stack(rows: list[LoraFeeds]) -> dict[str, np.ndarray]:

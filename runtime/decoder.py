@@ -39,6 +39,7 @@ class _Request:
     history: list[int] = field(default_factory=list)
     generated: list[int] = field(default_factory=list)
     last: int = 0  # the token to feed at the next decode step
+    length: int = 0  # tokens in its cache (slot decoding)
 
     def __post_init__(self):
         self.rng = np.random.default_rng(self.sampling.seed)
@@ -146,16 +147,19 @@ class ContinuousDecoder:
         if gone:
             self._remove(gone)
 
-    def _forward(self, ids, mask, past, pos, loras):
+    def _set_loras(self, loras) -> None:
+        """Each row's adapter factors for the next step."""
         from runtime.adapters import LoraFeeds, stack
 
-        lm = self.lm
-        if lm.takes_adapters:
+        if self.lm.takes_adapters:
             last = self._stacked[0]  # the rows' adapters of the last stack (held, so never a reused id)
             if len(last) != len(loras) or any(a is not b for a, b in zip(last, loras)):
                 self._stacked = (tuple(loras), stack(loras))  # re-stacked only when the batch's make-up changed
-            lm.lora = LoraFeeds("this step's rows", self._stacked[1])
-        logits, new_past = lm.forward(ids, mask, past, pos)
+            self.lm.lora = LoraFeeds("this step's rows", self._stacked[1])
+
+    def _forward(self, ids, mask, past, pos, loras):
+        self._set_loras(loras)
+        logits, new_past = self.lm.forward(ids, mask, past, pos)
         return logits, {k: _host(v) for k, v in new_past.items()}
 
     def _prefill_step(self, req: _Request) -> None:
@@ -234,6 +238,10 @@ class ContinuousDecoder:
         logits, self._past = self._forward(ids, mask, self._past, self._pos[:, None],
                                            [r.lora for r in self._rows])
         self._mask, self._pos = mask, self._pos + 1
+        self._after_step(logits)
+
+    def _after_step(self, logits: np.ndarray) -> None:
+        """Count the step, send each row its token, and let the finished rows go."""
         self.steps += 1
         self.rows_decoded += len(self._rows)
         if self.steps % 500 == 0:
@@ -242,3 +250,69 @@ class ContinuousDecoder:
         finished = [i for i, r in enumerate(self._rows) if not self._emit(r, logits[i, -1])]
         if finished:
             self._remove(finished)
+
+
+class SlotDecoder(ContinuousDecoder):
+    """Continuous batching on a graph whose KV cache is written in place (runtime.gqa.GqaCausalLM).
+
+    Row i of the batch is slot i of the model's cache buffers; rows stay packed in slots 0..n-1, so a decode
+    step runs on a view of the first n slots. A new request is prefilled, chunk by chunk, straight into slot n
+    (the next free one) and joins the batch in place, with no copy; when rows leave, the last rows' caches
+    move down into the freed slots (a copy only then, only of their real length)."""
+
+    def __init__(self, lm, max_batch: int = 16, prefill_chunk: int = 64):
+        super().__init__(lm, min(max_batch, lm.slots), prefill_chunk)
+
+    def _prefill_step(self, req: _Request) -> None:
+        n = len(req.prompt)
+        slot = len(self._rows)
+        end = n if not self._rows else min(n, req.prefilled + self.prefill_chunk)
+        self._set_loras([req.lora])
+        logits = self.lm.run_slots(slot, np.asarray([req.prompt[req.prefilled:end]], np.int64), [end])
+        req.prefilled = end
+        if end < n:
+            return
+        self._waiting.remove(req)
+        if self._emit(req, logits[0, -1]):
+            req.length = n
+            self._rows.append(req)  # its cache is already in slot len(rows)
+            self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
+
+    def _remove(self, idx: list[int]) -> None:
+        gone = set(idx)
+        kept = [r for i, r in enumerate(self._rows) if i not in gone]
+        for new, r in enumerate(kept):  # new <= old slot: moving in this order never overwrites a kept cache
+            old = self._rows.index(r)
+            if old != new:
+                self.lm.move_slot(old, new, r.length)
+        mid = self._waiting[0] if self._waiting and self._waiting[0].prefilled else None
+        if mid is not None and len(kept) != len(self._rows):  # a half-prefilled prompt moves down with them
+            self.lm.move_slot(len(self._rows), len(kept), mid.prefilled)
+        self._rows = kept
+
+    def _drop_abandoned(self) -> None:
+        if self._waiting and self._waiting[0].abandoned.is_set():
+            self._waiting[0].prefilled = 0  # its half-written slot is simply overwritten by the next prompt
+        super()._drop_abandoned()
+
+    def _decode_step(self) -> None:
+        full = [i for i, r in enumerate(self._rows) if r.length + 1 > self.lm.max_len]
+        for i in full:  # its cache is full: the answer ends there, as at the token budget; the others go on
+            self._rows[i].out.put(_DONE)
+        if full:
+            self._remove(full)
+        if not self._rows:
+            return
+        rows = self._rows
+        self._set_loras([r.lora for r in rows])
+        logits = self.lm.run_slots(0, np.asarray([[r.last] for r in rows], np.int64), [r.length + 1 for r in rows])
+        for r in rows:
+            r.length += 1
+        self._after_step(logits)
+
+
+def decoder_for(lm, max_batch: int = 16, prefill_chunk: int = 64) -> ContinuousDecoder:
+    """The batching loop that fits `lm`'s graph: in-place slots for a fused-attention graph, else the
+    concatenating one."""
+    cls = SlotDecoder if getattr(lm, "in_place", False) else ContinuousDecoder
+    return cls(lm, max_batch, prefill_chunk)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from runtime import registry
 from runtime.registry import ModelKind
+from runtime.gqa import GqaCausalLM, is_gqa_export
 from runtime.lm import OnnxCausalLM, OnnxClassifier
 from runtime.providers import Placement, choose_precision
 
@@ -69,16 +70,19 @@ class ModelSet:
         if key not in self._sessions:
             tok = _load_tokenizer(Path(mv.path))
             onnx_path = Path(mv.path) / precision / "model.onnx"
-            cls = OnnxCausalLM if mv.kind == ModelKind.LM else OnnxClassifier
-            model = cls(onnx_path, tok, precision, self.provider, self.threads)
+            if mv.kind == ModelKind.LM and is_gqa_export(onnx_path):  # fused attention: its cache in place
+                model = GqaCausalLM(onnx_path, tok, precision, self.provider, self.threads, slots=self.max_batch)
+            else:
+                cls = OnnxCausalLM if mv.kind == ModelKind.LM else OnnxClassifier
+                model = cls(onnx_path, tok, precision, self.provider, self.threads)
             self._sessions[key] = (model, model.placement)
         model, placement = self._sessions[key]
         decoder = None
         if mv.kind == ModelKind.LM:
-            from runtime.decoder import ContinuousDecoder
+            from runtime.decoder import decoder_for
 
             if key not in self._decoders:
-                self._decoders[key] = ContinuousDecoder(model, self.max_batch, self.prefill_chunk)
+                self._decoders[key] = decoder_for(model, self.max_batch, self.prefill_chunk)
             decoder = self._decoders[key]
         if mv.adapter:  # a view of the shared base session that applies this version's adapter
             from runtime.adapters import read_adapter

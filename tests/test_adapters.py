@@ -8,38 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-PROMPTS = ["The quick brown fox", "Where is my order? I paid on Monday.", "Shares of the bank fell"]
-TOKENS = 12
-
-
-def _adapter(base_dir: Path, out: Path, seed: int, **lora) -> Path:
-    """A PEFT adapter with random A and B (PEFT's default B=0 would be the base model and prove nothing)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    cfg = LoraConfig(init_lora_weights=False, **lora)
-    peft_model = get_peft_model(model, cfg)
-    with torch.no_grad():  # big enough to change greedy tokens of the tiny model
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.mul_(8.0)
-    peft_model.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def adapters(tiny_lm_dir, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    every = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    return {
-        "a": _adapter(tiny_lm_dir, root / "a", 1, r=4, lora_alpha=8, target_modules=every),
-        # another rank, two projections only (the rest get rank 0), rsLoRA scaling
-        "b": _adapter(tiny_lm_dir, root / "b", 2, r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
-                      use_rslora=True),
-    }
+from tests.conftest import PROMPTS, TOKENS, torch_greedy as _torch_greedy
 
 
 @pytest.fixture(scope="session")
@@ -54,19 +23,6 @@ def base_lm(lora_export, tokenizer):
     from runtime.lm import OnnxCausalLM
 
     return OnnxCausalLM(lora_export.onnx("fp32"), tokenizer, "fp32", "cpu")
-
-
-def _torch_greedy(model, tokenizer, ids: list[int], stop: set[int]) -> list[int]:
-    import torch
-
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=TOKENS, do_sample=False, eos_token_id=sorted(stop),
-                             pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-    for k, t in enumerate(out):
-        if t in stop:
-            return out[:k]
-    return out
 
 
 def test_lora_export_is_checked_and_rank_zero_is_the_base(lora_export, tiny_lm_export, tokenizer):

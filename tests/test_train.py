@@ -285,9 +285,12 @@ def test_perplexity_counts_the_continuation_only(tiny_models_dir, tiny_settings)
     tok, task = backend.model.tokenizer, REGISTRY["generate"]
     echo = {"text": "The sea was calm", "target": "The sea was calm and the sky was grey", "options": {"style": "free"}}
     fresh = {**echo, "text": "Something else"}
-    n_echo, n_fresh = (target_nll(task, backend, tiny_settings, [r])[1][0] for r in (echo, fresh))
+    (_, [n_echo], [c_echo]), (_, [n_fresh], [c_fresh]) = (target_nll(task, backend, tiny_settings, [r])
+                                                           for r in (echo, fresh))
     assert n_fresh == len(tok(fresh["target"], add_special_tokens=False).input_ids) + 1
     assert n_echo == len(tok(" and the sky was grey", add_special_tokens=False).input_ids) + 1
+    # the per-character figure counts the same continuation in characters (+1: the end token)
+    assert (c_fresh, c_echo) == (len(fresh["target"]) + 1, len(" and the sky was grey") + 1)
 
 
 def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):

@@ -1,0 +1,195 @@
+"""The base built by onnxruntime-genai's model builder (fused GroupQueryAttention with an in-place KV cache, fused
+RMSNorm + residual, packed q/k/v), quantized our way, made LoRA-ready and checked against PyTorch.
+
+Why this graph (BENCHMARKS.md, Qwen 0.5B on 2 cores): the optimum export concatenates the whole KV cache and
+expands the grouped K/V heads every step; this one writes each new key/value in place. Quantization, measured
+on the same graph in our decode loop (256-token prompt; TTFT, decode tok/s batch 1 / batch 8):
+- builder int4 (MatMulNBits everywhere, accuracy level 4): 1,497 ms, 37.5, 129 (prefill is slow in 4-bit here)
+- our dynamic int8 (MatMulInteger), down_proj kept fp32 as in the optimum export: 502 ms, 27.3, 139
+- the same, down_proj 4-bit (MatMulNBits, block 32, accuracy level 4): 608 ms, 44.4, 176  <- served "int8"
+(the optimum export, int8: 605 ms, 23.2, 79; onnxruntime-genai's own runtime, int4: 1,376 ms, 47.6, 130).
+down_proj stays out of per-channel int8 because outlier activations feeding it cost accuracy (onnx_export.
+quantize_int8); 4-bit blocks of 32 carry their own scales and hold up (the export check and the task metrics).
+
+The builder needs transformers >= 5 (the stack pins 4.57 for optimum), so it runs in a child process with a
+pip --target folder of its own first on PYTHONPATH (models/tools/genai-builder, installed on first use).
+LoRA inputs are added by export/lora_graph.py's patch; the packed q/k/v projection gets one input pair whose
+factors runtime/adapters.py assembles from PEFT's q_proj / k_proj / v_proj (block-diagonal B).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from export.lora_graph import LoraSlot, add_lora_inputs
+
+GQA_FORMAT = 1  # bump when the build or the patch changes: cached exports are then rebuilt
+GENAI = "onnxruntime-genai==0.18.0"
+# transformers 5 wants a newer hub and tokenizers than the stack pins; they only ever load in the builder's process
+BUILDER_PACKAGES = (GENAI, "transformers==5.24.0", "huggingface-hub==1.31.0", "tokenizers==0.23.1")
+DOWN_PROJ_4BIT = dict(block_size=32, accuracy_level=4)
+_PROJ = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(qkv_proj|o_proj|gate_proj|up_proj|down_proj)/MatMul(?:_Q4)?$")
+
+
+def tools_dir() -> Path:
+    """Build tools installed on first use (git-ignored): NLPAPP_TOOLS_DIR, else models/tools in the checkout."""
+    return Path(os.environ.get("NLPAPP_TOOLS_DIR", Path(__file__).resolve().parent.parent / "models" / "tools"))
+
+
+def pip_target(folder: Path, packages: tuple[str, ...]) -> Path:
+    """`packages` installed (no dependencies) into `folder`, once; for a child process's PYTHONPATH."""
+    stamp = folder / ".installed"
+    want = " ".join(packages)
+    if stamp.exists() and stamp.read_text() == want:
+        return folder
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--upgrade", "--target", str(folder), *packages], check=True)
+    stamp.write_text(want)
+    return folder
+
+
+def run_builder(checkpoint: Path, out: Path, tools: Path, log: Path, precision: str = "fp32") -> None:
+    """onnxruntime-genai's model builder on the Hugging Face folder `checkpoint`, for CPU, into `out`."""
+    builder = pip_target(tools / "genai-builder", BUILDER_PACKAGES)
+    env = {**os.environ, "PYTHONPATH": str(builder)}
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(checkpoint),
+                               "-o", str(out), "-p", precision, "-e", "cpu",
+                               "-c", str(tools / "genai-cache")], env=env, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode or not (out / "model.onnx").exists():
+        raise RuntimeError(f"onnxruntime-genai's model builder failed for {checkpoint}: see {log}")
+
+
+def find_gqa_slots(graph) -> list[LoraSlot]:
+    """The LoRA-able projections of a builder graph; the fp32 MatMul's weight is [in, out], MatMulNBits says K, N."""
+    from onnx import helper
+
+    inits = {i.name: i for i in graph.initializer}
+    slots = []
+    for node in graph.node:
+        m = _PROJ.match(node.name)
+        if not m:
+            continue
+        if node.op_type == "MatMul" and node.input[1] in inits:
+            d_in, d_out = (int(d) for d in inits[node.input[1]].dims)
+        elif node.op_type == "MatMulNBits":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            d_in, d_out = int(attrs["K"]), int(attrs["N"])
+        else:
+            continue
+        module = "self_attn" if m.group(2) == "attn" else "mlp"  # PEFT's module names
+        slots.append(LoraSlot(int(m.group(1)), module, m.group(3), node.input[0], node.output[0], d_in, d_out))
+    return slots
+
+
+def _static_head_dim(model, head_dim: int) -> None:
+    """The builder leaves the cache's last dimension symbolic; give it its value (the runtime sizes buffers by it)."""
+    for v in list(model.graph.input) + list(model.graph.output):
+        if v.name.startswith(("past_key_values.", "present.")):
+            v.type.tensor_type.shape.dim[3].dim_value = head_dim
+
+
+def quantize_mixed(model):
+    """The served weights: down_proj 4-bit (MatMulNBits), every other MatMul dynamic int8 (MatMulInteger)."""
+    import logging
+
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and "/down_proj/" not in n.name]
+    cfg = DefaultWeightOnlyQuantConfig(is_symmetric=True, **DOWN_PROJ_4BIT)
+    q = MatMulNBitsQuantizer(model, is_symmetric=True, nodes_to_exclude=others, algo_config=cfg, **DOWN_PROJ_4BIT)
+    q.process()
+    return q.model.model
+
+
+def _save(model, folder: Path) -> Path:
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx_data", size_threshold=1024)
+    return folder / "model.onnx"
+
+
+def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path) -> int:
+    """The base in each precision, LoRA-ready, into dst/<precision>/ (model.onnx, its data, genai_config.json)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    raw = dst / "raw"
+    run_builder(checkpoint, raw, tools, dst / "build.log")
+    config = json.loads((raw / "genai_config.json").read_text())
+    model = onnx.load(str(raw / "model.onnx"))
+    _static_head_dim(model, int(config["model"]["decoder"]["head_size"]))
+    slots = find_gqa_slots(model.graph)  # by tensor names: the quantized graphs keep them (lora_graph's docstring)
+    if not slots:
+        raise ValueError(f"no LoRA-able projections in the builder's graph of {checkpoint}")
+    fp32 = _save(model, raw / "fp32")  # (saving moves the weights out of `model`: each precision loads its own)
+    del model
+    for f in raw.glob("model.onnx*"):  # the builder's copy: 2.4 GB for Qwen 0.5B (disk peaks at ~3 copies)
+        f.unlink()
+    for precision in precisions:
+        if precision == "fp32":
+            out = onnx.load(str(fp32))
+        elif precision == "int8":
+            mixed = _save(quantize_mixed(onnx.load(str(fp32))), raw / "down4")
+            quantize_dynamic(mixed, raw / "int8.onnx", op_types_to_quantize=["MatMul"], per_channel=True,
+                             reduce_range=True, weight_type=QuantType.QInt8, use_external_data_format=True)
+            shutil.rmtree(raw / "down4")
+            out = onnx.load(str(raw / "int8.onnx"))
+        else:
+            raise ValueError(f"the fused-attention base has no {precision} build (fp32, int8)")
+        add_lora_inputs(out, slots)
+        _save(out, dst / precision)
+        shutil.copy2(raw / "genai_config.json", dst / precision / "genai_config.json")  # marks the graph
+    shutil.rmtree(raw)
+    return len(slots)
+
+
+def export_gqa_base(checkpoint: Path, out_root: Path, precisions: list[str] | None = None, force: bool = False):
+    """The base `checkpoint` built with fused attention, LoRA-ready, checked with rank-0 factors against PyTorch
+    (fp32: equal greedy tokens; int8: the logit-cosine rule of every quantized export). Cached by checkpoint and
+    format."""
+    import time
+    from dataclasses import asdict
+
+    from transformers import AutoTokenizer
+
+    from export.onnx_export import (ExportResult, Tolerance, _load_torch, _untie_lm_head, check_export,
+                                    export_key, load_export, quiet_export)
+    from runtime.registry import ModelKind
+
+    precisions = precisions or ["fp32", "int8"]
+    key = export_key(checkpoint, f"lm-gqa-f{GQA_FORMAT}", precisions)
+    out = Path(out_root) / f"lm-gqa-{key}"
+    cached = load_export(out)
+    if cached and not force:
+        return cached
+    t0 = time.time()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    slots = build(Path(checkpoint), tmp, precisions, tools_dir())
+    for f in Path(checkpoint).iterdir():  # tokenizer and config files (the app loads the tokenizer from here)
+        if f.is_file() and f.suffix in (".json", ".txt", ".jinja", ".model") and f.name != "manifest.json":
+            shutil.copy2(f, tmp / f.name)
+    result = ExportResult(tmp, ModelKind.LM, key, precisions)
+    tol = Tolerance()
+    with quiet_export():
+        model = _load_torch(checkpoint, ModelKind.LM)
+        _untie_lm_head(model)
+        result.checks = check_export(result, model, AutoTokenizer.from_pretrained(checkpoint), tol)
+    manifest = {"kind": ModelKind.LM, "key": key, "precisions": precisions, "checks": result.checks,
+                "checkpoint": str(checkpoint), "graph": "gqa", "gqa_format": GQA_FORMAT, "lora_slots": slots,
+                "builder": BUILDER_PACKAGES[0], "tolerance": asdict(tol), "seconds": round(time.time() - t0, 1)}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    result.path = out
+    return result

@@ -1,0 +1,102 @@
+"""A causal LM on a fused-attention graph (GroupQueryAttention, built by onnxruntime-genai's model builder) whose
+KV cache is written in place.
+
+Every layer's keys and values live in one preallocated buffer, [slots, kv_heads, max_len, head_dim]: slot i
+holds the i-th running sequence, from position 0 (right padding). A step binds the first n slots as both the
+past input and the present output (IO binding), and GroupQueryAttention writes each row's new keys and values at
+that row's own length (the attention mask's row sum) and rotates positions itself: a decode step copies no
+cache, where the optimum graph concatenates the whole cache and expands grouped K/V heads every step.
+Buffers are np.zeros: the OS maps pages when they are first written, so an idle slot costs no memory.
+
+Plain `forward` (a past passed in, a present returned) works too, for scoring and single streams, as long as
+rows are not left-padded: this attention finds a row's length from its mask, not from position ids.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from runtime.lm import OnnxCausalLM
+
+
+def is_gqa_export(onnx_path: Path) -> bool:
+    return (Path(onnx_path).parent / "genai_config.json").exists()
+
+
+class GqaCausalLM(OnnxCausalLM):
+    """OnnxCausalLM for a GroupQueryAttention graph, plus slot buffers for in-place batched decoding."""
+
+    in_place = True  # runtime.decoder picks the slot decoder for it
+
+    def __init__(self, onnx_path: Path, tokenizer, precision: str, provider: str = "auto", threads: int = 0,
+                 io_binding: bool | None = None, slots: int = 8, max_len: int = 2048):
+        super().__init__(onnx_path, tokenizer, precision, provider, threads, io_binding=False)
+        if self.placement.device != "cpu":
+            # the slot views below are host arrays; a device-resident cache needs device buffers (not built yet)
+            raise ValueError("the in-place KV cache runs on the CPU provider only")
+        self.slots, self.max_len = slots, max_len
+        self._kv: dict[str, np.ndarray] = {}  # shared by adapter views (copy.copy keeps the same dict)
+
+    def _buffer(self, name: str) -> np.ndarray:
+        if name not in self._kv:
+            self._kv[name] = np.zeros((self.slots, self.kv_heads, self.max_len, self.head_dim), self.past_dtype)
+        return self._kv[name]
+
+    def run_slots(self, first: int, ids: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+        """One forward pass over slots first .. first+n-1, in place. ids [n, s]: each row's next s tokens; lengths:
+        each row's length after them (cached + s). Returns logits [n, s, vocab]."""
+        import onnxruntime as ort
+
+        n = ids.shape[0]
+        if first + n > self.slots or max(lengths) > self.max_len:
+            raise ValueError(f"slots {first}..{first + n - 1} / length {max(lengths)} exceed the cache "
+                             f"({self.slots} slots of {self.max_len} tokens)")
+        lengths = np.asarray(lengths, np.int64)
+        mask = (np.arange(int(lengths.max()))[None, :] < lengths[:, None]).astype(np.int64)
+        b = self.session.io_binding()
+        b.bind_output("logits", "cpu")  # first: outputs come back in binding order
+        for p, q in zip(self.past_names, self.present_names):
+            view = ort.OrtValue.ortvalue_from_numpy(self._buffer(p)[first:first + n])  # no copy: the same memory
+            b.bind_ortvalue_input(p, view)
+            b.bind_ortvalue_output(q, view)
+        b.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
+        b.bind_cpu_input("attention_mask", mask)
+        for name, value in (self.lora.feeds.items() if self.lora is not None else ()):
+            b.bind_cpu_input(name, np.ascontiguousarray(value))
+        self.session.run_with_iobinding(b)
+        return b.get_outputs()[0].numpy()
+
+    def move_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy a sequence's cache from one slot to another (packing the running rows after one leaves)."""
+        for buf in self._kv.values():
+            buf[dst, :, :length] = buf[src, :, :length]
+
+    def generate_batch(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                       ignore_stop: bool = False) -> list[list[int]]:
+        """Greedy decoding of up to `slots` prompts at once, in place: each prompt prefilled into its slot, then
+        one step for all of them per token (benchmarks, evaluation)."""
+        if len(prompts) > self.slots:
+            raise ValueError(f"{len(prompts)} prompts for {self.slots} slots")
+        stop = set() if ignore_stop else self.stop_ids
+        last = [int(self.run_slots(i, np.asarray([p], np.int64), [len(p)])[0, -1].argmax())
+                for i, p in enumerate(prompts)]
+        lengths = [len(p) for p in prompts]
+        out: list[list[int]] = [[] for _ in prompts]
+        done = [t in stop for t in last]
+        for i, t in enumerate(last):
+            if not done[i]:
+                out[i].append(t)
+        for _ in range(max_new_tokens - 1):
+            if all(done):
+                break
+            lengths = [n + 1 for n in lengths]
+            logits = self.run_slots(0, np.asarray([[t] for t in last], np.int64), lengths)
+            last = [int(x) for x in logits[:, -1].argmax(-1)]
+            for i, t in enumerate(last):
+                if not done[i]:
+                    done[i] = t in stop
+                    if not done[i]:
+                        out[i].append(t)
+        return out

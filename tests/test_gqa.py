@@ -1,0 +1,177 @@
+"""The fused-attention base graph (onnxruntime-genai's builder) with LoRA inputs and the in-place slot decoder."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from tests.conftest import PROMPTS, TOKENS, torch_greedy as _torch_greedy
+
+
+@pytest.fixture(scope="session")
+def gqa_export(tiny_lm_dir, onnx_root):
+    from export.gqa_graph import export_gqa_base
+
+    return export_gqa_base(tiny_lm_dir, onnx_root, ["fp32", "int8"])
+
+
+@pytest.fixture(scope="session")
+def gqa_lm(gqa_export, tokenizer):
+    from runtime.gqa import GqaCausalLM
+
+    return GqaCausalLM(gqa_export.onnx("fp32"), tokenizer, "fp32", "cpu", slots=4, max_len=512)
+
+
+def test_the_fused_graph_is_checked_against_pytorch(gqa_export):
+    import onnx
+
+    manifest = json.loads((gqa_export.path / "manifest.json").read_text())
+    assert manifest["graph"] == "gqa" and manifest["lora_slots"] == 2 * 5  # q/k/v packed: 5 projections a layer
+    assert manifest["checks"]["fp32"]["kv_cache_greedy_equal"] and manifest["checks"]["int8"]["passed"]
+    ops = {n.op_type for n in onnx.load(str(gqa_export.onnx("int8")), load_external_data=False).graph.node}
+    # fused attention, int8 MatMuls with the 4-bit down_proj, and no per-step copy or expansion of the cache
+    assert {"GroupQueryAttention", "MatMulInteger", "MatMulNBits"} <= ops and not {"Expand", "Concat"} & ops
+
+
+def test_adapters_on_the_packed_projection_equal_pytorch_peft(tiny_lm_dir, adapters, gqa_lm, tokenizer):
+    """fp32 greedy tokens equal PyTorch + PEFT with each adapter (all projections; q/v only with rsLoRA) and none,
+    switched per request on one session: the block-diagonal q/k/v factors are exact."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from runtime.adapters import read_adapter
+    from runtime.lm import Sampling
+
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval(), adapters["a"],
+                                     adapter_name="a")
+    peft.load_adapter(adapters["b"], adapter_name="b")
+    peft.eval()
+    views = {n: gqa_lm.with_adapter(read_adapter(f, gqa_lm.session, n)) for n, f in adapters.items()}
+    answers = {}
+    for name in ["a", None, "b"]:
+        for prompt in PROMPTS:
+            ids = tokenizer(prompt).input_ids
+            got = (views[name] if name else gqa_lm).generate(ids, Sampling(max_new_tokens=TOKENS))
+            if name:
+                peft.set_adapter(name)
+                want = _torch_greedy(peft, tokenizer, ids, gqa_lm.stop_ids)
+            else:
+                with peft.disable_adapter():
+                    want = _torch_greedy(peft, tokenizer, ids, gqa_lm.stop_ids)
+            assert got == want, (name, prompt)
+            answers.setdefault(name, []).append(got)
+    assert answers["a"] != answers[None] and answers["b"] != answers[None] and answers["a"] != answers["b"]
+
+
+@pytest.fixture
+def slot_decoder(gqa_lm):
+    from runtime.decoder import SlotDecoder, decoder_for
+
+    d = decoder_for(gqa_lm, max_batch=8, prefill_chunk=16)
+    assert isinstance(d, SlotDecoder) and d.max_batch == gqa_lm.slots
+    yield d
+    d.close()
+
+
+def _solo(lm, lora, ids, n=TOKENS):
+    from runtime.lm import Sampling
+
+    return (lm.with_adapter(lora) if lora else lm).generate(ids, Sampling(max_new_tokens=n))
+
+
+def test_slot_decoding_gives_each_request_its_own_answer(gqa_lm, adapters, slot_decoder, tokenizer):
+    """Six requests of three 'tasks', different prompt lengths and answer lengths, more than the slots at once:
+    rows join, finish at different steps, and the caches behind them move down; each gets its solo tokens."""
+    from runtime.adapters import read_adapter
+    from runtime.lm import Sampling
+
+    loras = {n: read_adapter(f, gqa_lm.session, n) for n, f in adapters.items()}
+    jobs = [(name, tokenizer(p).input_ids, n) for name, n in (("a", 6), ("b", 12), (None, 9))
+            for p in PROMPTS[:2]]
+    want = [_solo(gqa_lm, loras.get(name), ids, n) for name, ids, n in jobs]
+    got: list = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def run(i):
+        name, ids, n = jobs[i]
+        start.wait()
+        got[i] = list(slot_decoder.stream(ids, Sampling(max_new_tokens=n), loras.get(name)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == want
+    assert slot_decoder.max_rows_seen == gqa_lm.slots  # the slots filled up, and later requests took freed ones
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_into_the_next_slot(gqa_lm, adapters, slot_decoder, tokenizer):
+    from runtime.adapters import read_adapter
+    from runtime.lm import Sampling
+
+    lora_a = read_adapter(adapters["a"], gqa_lm.session, "a")
+    first_ids, long_ids = tokenizer(PROMPTS[0]).input_ids, tokenizer(" ".join(PROMPTS) * 6).input_ids
+    assert len(long_ids) > 3 * slot_decoder.prefill_chunk
+    first = slot_decoder.stream(first_ids, Sampling(max_new_tokens=40), lora_a)
+    head = [next(first) for _ in range(3)]
+    second = list(slot_decoder.stream(long_ids, Sampling(max_new_tokens=TOKENS)))
+    assert head + list(first) == _solo(gqa_lm, lora_a, first_ids, 40)
+    assert second == _solo(gqa_lm, None, long_ids)
+
+
+def test_an_abandoned_stream_frees_its_slot(gqa_lm, slot_decoder, tokenizer):
+    import time
+
+    from runtime.lm import Sampling
+
+    ids = tokenizer(PROMPTS[1]).input_ids
+    stream = slot_decoder.stream(ids, Sampling(max_new_tokens=400, no_repeat_ngram=0))
+    next(stream)
+    stream.close()
+    deadline = time.time() + 10
+    while slot_decoder._rows and time.time() < deadline:
+        time.sleep(0.01)
+    assert not slot_decoder._rows
+    assert list(slot_decoder.stream(ids, Sampling(max_new_tokens=TOKENS))) == _solo(gqa_lm, None, ids)
+
+
+def test_a_sequence_longer_than_the_cache_fails_alone(gqa_lm, tokenizer):
+    from runtime.decoder import decoder_for
+    from runtime.lm import Sampling
+
+    d = decoder_for(gqa_lm, 4, 16)
+    ids = tokenizer(PROMPTS[0]).input_ids
+    with pytest.raises(ValueError, match="exceed the cache"):
+        list(d.stream(ids * 200, Sampling(max_new_tokens=4)))
+    assert list(d.stream(ids, Sampling(max_new_tokens=TOKENS))) == _solo(gqa_lm, None, ids)
+    d.close()
+
+
+def test_an_answer_that_fills_its_cache_ends_there_and_the_others_go_on(gqa_lm, slot_decoder, tokenizer):
+    from runtime.lm import Sampling
+
+    short = tokenizer(PROMPTS[0]).input_ids
+    long = (tokenizer(" ".join(PROMPTS)).input_ids * 40)[:gqa_lm.max_len - 5]
+    first = slot_decoder.stream(short, Sampling(max_new_tokens=TOKENS))
+    head = next(first)
+    filled = list(slot_decoder.stream(long, Sampling(max_new_tokens=40)))
+    # 5 answer tokens fit in the cache after the prompt, and a 6th is picked from the last step's logits
+    want = _solo(gqa_lm, None, long, 40)  # a plain stream has no slot limit
+    assert len(want) > 6 and filled == want[:6]
+    assert [head, *first] == _solo(gqa_lm, None, short)
+
+
+def test_int8_stays_close_to_fp32(gqa_export, tokenizer):
+    from export.onnx_export import _ort_full_logits
+    from runtime.adapters import no_adapter
+    from runtime.providers import open_session
+
+    ids = tokenizer(PROMPTS[1]).input_ids
+    fp32, _ = open_session(gqa_export.onnx("fp32"), "fp32", "cpu")
+    int8, _ = open_session(gqa_export.onnx("int8"), "int8", "cpu")
+    a, b = (_ort_full_logits(s, ids, "lm", no_adapter(s)) for s in (fp32, int8))
+    cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    assert cos.mean() > 0.9 and not np.allclose(a, b)  # quantized for real, and still the same model

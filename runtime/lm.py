@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -17,6 +17,14 @@ log = logging.getLogger(__name__)
 _NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+class TokenConstraint(Protocol):
+    """Per-request rule on which tokens may come next (e.g. a poem's form): asked before each pick, told the pick."""
+
+    def allowed(self) -> np.ndarray | None: ...  # bool mask over the vocabulary; None: anything
+
+    def advance(self, token: int) -> None: ...
+
+
 @dataclass
 class Sampling:
     max_new_tokens: int = 128
@@ -25,6 +33,17 @@ class Sampling:
     repetition_penalty: float = 1.0
     no_repeat_ngram: int = 0  # >0: never generate an n-gram of this size twice (stops loops in small models)
     seed: int | None = None
+    constraint: TokenConstraint | None = None  # stateful: one per request
+
+
+def stop_token_ids(tokenizer) -> set[int]:
+    """The ids that end an answer: EOS, and the chat end-of-turn marks where the vocabulary has them."""
+    ids = {tokenizer.eos_token_id}
+    for t in ("<|im_end|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(t)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return {i for i in ids if i is not None}
 
 
 def repeated_ngram_bans(generated: Sequence[int], n: int) -> list[int]:
@@ -38,9 +57,23 @@ def repeated_ngram_bans(generated: Sequence[int], n: int) -> list[int]:
 
 def pick_token(logits: np.ndarray, s: Sampling, history: Sequence[int], rng: np.random.Generator,
                banned: Sequence[int] = ()) -> int:
+    """The next token: banned ones and those `s.constraint` rules out removed, then greedy or top-p sampling."""
     logits = logits.astype(np.float64, copy=True)
+    allowed = s.constraint.allowed() if s.constraint is not None else None
+    if allowed is not None:
+        logits[~allowed] = -np.inf
     if len(banned):
+        kept = logits[np.asarray(banned, dtype=np.int64)].copy()
         logits[np.asarray(banned, dtype=np.int64)] = -np.inf
+        if not np.isfinite(logits).any():  # the constraint left only banned tokens: the constraint wins
+            logits[np.asarray(banned, dtype=np.int64)] = kept
+    tok = _sample(logits, s, history, rng)
+    if s.constraint is not None:
+        s.constraint.advance(tok)
+    return tok
+
+
+def _sample(logits: np.ndarray, s: Sampling, history: Sequence[int], rng: np.random.Generator) -> int:
     if s.repetition_penalty != 1.0 and len(history):
         seen = np.unique(np.asarray(history, dtype=np.int64))
         vals = logits[seen]
@@ -100,12 +133,7 @@ class OnnxCausalLM:
 
     @property
     def stop_ids(self) -> set[int]:
-        ids = {self.tokenizer.eos_token_id}
-        for t in ("<|im_end|>", "<|endoftext|>"):
-            tid = self.tokenizer.convert_tokens_to_ids(t)
-            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
-                ids.add(tid)
-        return {i for i in ids if i is not None}
+        return stop_token_ids(self.tokenizer)
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         shape = (batch, self.kv_heads, 0, self.head_dim)

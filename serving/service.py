@@ -122,6 +122,8 @@ class Service:
                                               "max_new_tokens": s.max_new_tokens,
                                               "repetition_penalty": s.repetition_penalty})
         ids = self._fit_prompt(task, tokenizer, text, opts, reply)
+        if task.constraint is not None:
+            s = replace(s, constraint=task.constraint(tokenizer, text, opts))
         new: list[int] = []
         complete = False
         tokens = None

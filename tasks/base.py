@@ -88,6 +88,8 @@ class Task:
     # Optional operator upload that replaces the task's resources (e.g. a knowledge-base CSV): bytes -> message.
     upload: Callable[[bytes], str] | None = None
     upload_label: str = ""
+    # Optional per-answer decoding rule: (tokenizer, text, options) -> a runtime.lm.TokenConstraint or None.
+    constraint: Callable[[Any, str, dict], Any] | None = None
     # Optional one-off work to do at start, after the model loads (e.g. building a retrieval index).
     warmup: Callable[[], None] | None = None
     # Building the model: the fine-tuning recipe and the held-out evaluation (tasks/plans.py).

@@ -1,16 +1,29 @@
 """Text generation: continue a line in a chosen style (a quote, a classical Chinese poem, free text)."""
 from tasks.base import Control, Decoding, Task, TaskKind, chat
 from tasks.plans import EvalPlan, TrainConfig
+from tasks.verse import in_form, verse_constraint
+
+POEM, POEM_FREE = "poem (zh)", "poem (zh, free form)"
 
 STYLES = {
     "free": "Continue the user's text naturally.",
     "quote": "Write one short, memorable quotation in the spirit of the user's line.",
-    "poem (zh)": "用户给出一句诗。请以同样的风格写一首新的中文古诗（四句或八句）。",
+    POEM: "用户给出一句诗。请以同样的风格写一首新的中文古诗（四句或八句）。",
 }
+# The same request; "poem (zh)" is decoded under the regulated form (4 or 8 lines of 5 or 7 characters,
+# tasks.verse), the free form is the model's own sense of it (and lets it write irregular ci).
+STYLES[POEM_FREE] = STYLES[POEM]
 
 
 def build_messages(text: str, options: dict) -> list[dict]:
     return chat(f"You are a creative writer. {STYLES[options['style']]}", text)
+
+
+def constraint(tokenizer, text: str, options: dict):
+    """A poem in the regulated style is decoded under that form (tasks.verse); anything else is free."""
+    if options.get("style") == POEM:
+        return verse_constraint(tokenizer, text)
+    return None
 
 
 def perplexity(mean_nlls: list[float], token_counts: list[int]) -> dict:
@@ -37,9 +50,10 @@ TASK = Task(
         Control("max_new_tokens", "Max new tokens", 96, minimum=8, maximum=512, step=8),
     ),
     decoding=Decoding(max_new_tokens=96, temperature=0.8, top_p=0.9, repetition_penalty=1.15),
+    constraint=constraint,
     examples=(
         ("The best way to predict the future is", "quote", 0.8, 0.9, 64),
-        ("床前明月光，疑是地上霜。", "poem (zh)", 0.7, 0.9, 160),  # a poem is ~150 tokens
+        ("床前明月光，疑是地上霜。", POEM, 0.7, 0.9, 160),  # a poem is ~80 Qwen tokens
         ("It was a quiet morning in the harbour town when", "free", 0.9, 0.95, 128),
     ),
     sample_inputs=("The best way to predict the future is", "床前明月光，", "Once upon a time"),
@@ -50,52 +64,43 @@ TASK = Task(
                       train_examples=960, group_by_length=True, balance_by="style", time_budget_s=1200.0),
     # perplexity of each held-out continuation (after the user's line); per style too (one style can hide in the
     # pooled figure); and the poems it writes for the held-out first lines, sampled as the app does: in form?
+    # Each first line twice: as served (form kept by decoding) and free (the model's own sense of form).
     evaluation=EvalPlan(size=300, metric="perplexity", verdict=lambda t, b, bl: generation_verdict(t, b),
                         scoring="perplexity", group_by="style",
-                        sampled_rows=lambda rows: [{**r, "options": {**r["options"], "temperature": 0.7,
-                                                                     "max_new_tokens": 160}}
-                                                   for r in rows if r["options"]["style"] == "poem (zh)"],
-                        extra_scores=lambda rows, answers: poem_form_scores(answers),
+                        sampled_rows=lambda rows: [{**r, "options": {**r["options"], "style": style,
+                                                                     "temperature": 0.7, "max_new_tokens": 160}}
+                                                   for style in (POEM, POEM_FREE)
+                                                   for r in rows if r["options"]["style"] == POEM],
+                        extra_scores=lambda rows, answers: poem_form_scores(rows, answers),
                         in_words=lambda ft, base: f"it was {1 - ft['perplexity'] / base['perplexity']:.0%} less "
                                                   "surprised by the real continuation than the untuned model"),
-    about="Good at short quotations in the spirit of the line you give; about a third of the Chinese poems keep a "
-          "regular form (4 or 8 lines of equal length), the rest have uneven lines, and free text drifts after a "
-          "few sentences.",
+    about="Good at short quotations in the spirit of the line you give. Chinese poems keep the regulated form "
+          "(4 or 8 lines of 5 or 7 characters) because decoding holds them to it; left free, about a third of the "
+          "model's poems keep it. Free text drifts after a few sentences.",
 )
 
 
-_CLAUSE_END = "，。！？；、,.!?;:：\n"
-
-
-def poem_lines(text: str) -> list[str]:
-    """A Chinese poem's lines as a reader counts them: the clauses between punctuation marks, Han characters only."""
-    import re
-
-    clauses = re.split(f"[{_CLAUSE_END}]", text)
-    return [c for c in ("".join(re.findall(r"[\u4e00-\u9fff]", c)) for c in clauses) if c]
-
-
-def in_form(text: str) -> bool:
-    """A jueju or lüshi: 4 or 8 lines, all 5 or all 7 characters, and nothing but the poem."""
-    import re
-
-    lines = poem_lines(text)
-    leftover = re.sub(f"[\u4e00-\u9fff\\s{_CLAUSE_END}]", "", text)
-    return len(lines) in (4, 8) and len({len(l) for l in lines}) == 1 and len(lines[0]) in (5, 7) and not leftover
-
-
-def poem_form_scores(answers: list[str]) -> dict:
-    return {"poems_in_form": sum(map(in_form, answers)) / max(len(answers), 1), "poems_sampled": len(answers),
-            "poem_examples": answers[:3]}
+def poem_form_scores(rows: list[dict], answers: list[str]) -> dict:
+    """Share of poems in form as served (the regulated style) and as the model writes them (the free form)."""
+    out = {}
+    for style, key in ((POEM, "poems_in_form"), (POEM_FREE, "poems_in_form_free")):
+        mine = [a for r, a in zip(rows, answers) if (r.get("options") or {}).get("style") == style]
+        if mine:
+            out[key] = sum(map(in_form, mine)) / len(mine)
+            out[f"{key}_examples"] = mine[:3]
+    out["poems_sampled"] = sum(1 for r in rows if (r.get("options") or {}).get("style") == POEM)
+    return out
 
 
 def generation_verdict(tuned: dict, base: dict) -> str:
-    """Perplexity on the continuations below the base model's, and >= 80% of sampled poems in form."""
+    """Perplexity on the continuations below the base model's, and >= 80% of sampled poems in form (as served)."""
     ppl, base_ppl, form = tuned["perplexity"], base["perplexity"], tuned.get("poems_in_form", 0.0)
     ok = ppl < base_ppl and form >= 0.8
+    free = (f"; the model alone (form free): {tuned['poems_in_form_free']:.0%}, untuned alone "
+            f"{base.get('poems_in_form_free', 0):.0%}" if "poems_in_form_free" in tuned else "")
     return (f"{'met' if ok else 'MISSED'}: perplexity {ppl:.2f} vs base {base_ppl:.2f} (target: below); poems in "
-            f"form {form:.0%} of {tuned.get('poems_sampled', 0)} (target >= 80%; untuned "
-            f"{base.get('poems_in_form', 0):.0%})")
+            f"form {form:.0%} of {tuned.get('poems_sampled', 0)} as served (target >= 80%; untuned "
+            f"{base.get('poems_in_form', 0):.0%}){free}")
 
 
 FORTUNE_DIR = "/usr/share/games/fortunes"
@@ -147,7 +152,7 @@ def build_data(seed: int = 0) -> "Splits":
     # regulated verse only (jueju, lüshi: 4 or 8 lines of 5 or 7 characters; 321 of 408): the style asks for that
     # form, and the 16-line ballads and irregular ci lines taught the model to run on
     poems = [p for f in ("tang300", "song100") for p in map(_poem, _fortunes(f)) if p and in_form(p[1])]
-    poems = dedupe([{"text": first, "target": body, "options": {"style": "poem (zh)"}} for first, body in poems],
+    poems = dedupe([{"text": first, "target": body, "options": {"style": POEM}} for first, body in poems],
                    lambda r: r["target"])
     q_tr, q_va, q_te = split(quotes, seed, n_test=250, n_val=100)
     p_tr, p_va, p_te = split(poems, seed, n_test=50, n_val=20)

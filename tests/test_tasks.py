@@ -125,4 +125,7 @@ def test_poem_form_counts_lines_between_punctuation():
     assert not in_form("床前明月光，疑是地上霜。\n举头望明月，低头思故。")  # a short line
     assert not in_form("Here is one: " + jueju)  # chatter around the poem
     assert not in_form("床前明月光，疑是地上霜。")  # two lines
-    assert poem_form_scores([jueju, "no"]) ["poems_in_form"] == 0.5
+    rows = [{"options": {"style": "poem (zh)"}}, {"options": {"style": "poem (zh)"}},
+            {"options": {"style": "poem (zh, free form)"}}]
+    scores = poem_form_scores(rows, [jueju, "no", jueju])
+    assert scores["poems_in_form"] == 0.5 and scores["poems_in_form_free"] == 1.0 and scores["poems_sampled"] == 2

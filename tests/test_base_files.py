@@ -399,7 +399,7 @@ def test_adapter_trained_on_this_base_is_served(mode, tmp_path, monkeypatch, tin
     models = tmp_path / "models"
     built = []
 
-    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True, shared=False):
+    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True, shared=False, graph=None):
         built.append((task.name, shared))
         mv = registry.ModelVersion(adapter_version(task.name), "lm", str(tiny_lm_export.path), tuned=True,
                                    base_sha256=QWEN_CODER.sha256, adapter=str(adapter_dir(task.name)) if shared else "")
@@ -409,13 +409,14 @@ def test_adapter_trained_on_this_base_is_served(mode, tmp_path, monkeypatch, tin
         return mv
 
     monkeypatch.setattr(export.finetuned, "build_tuned_version", fake_build_tuned_version)
-    s = Settings(models_dir=models, base_model="qwen2.5-coder-0.5b", provider="cpu", adapters=mode)
+    # the tiny export is an optimum-style graph: served as such (the fused graph has its own tests)
+    s = Settings(models_dir=models, base_model="qwen2.5-coder-0.5b", provider="cpu", adapters=mode, graph="optimum")
     prepare_models(s, ["summarize"])
     cur = registry.current(models, "summarize")
     assert built == [("summarize", mode == "shared")] and cur.tuned and cur.note == "" and ready(s, ["summarize"])
     assert bool(cur.adapter) == (mode == "shared")
     other = Settings(models_dir=models, base_model="qwen2.5-coder-0.5b", provider="cpu",
-                     adapters="merged" if mode == "shared" else "shared")
+                     adapters="merged" if mode == "shared" else "shared", graph="optimum")
     assert not ready(other, ["summarize"])
 
 
@@ -460,7 +461,7 @@ def test_each_task_is_prepared_on_its_own_base(tmp_path, monkeypatch, tiny_lm_di
     _adapter(tmp_path / "adapters", "summarize", QWEN_CODER.sha256)
     merged = []
 
-    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True, shared=False):
+    def fake_build_tuned_version(task, base_dir, models_dir, folder=None, register=True, shared=False, graph=None):
         merged.append((task.name, base_dir))
         mv = registry.ModelVersion(adapter_version(task.name), "lm", str(tiny_lm_export.path), tuned=True,
                                    base_sha256=QWEN_CODER.sha256)

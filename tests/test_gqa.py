@@ -175,3 +175,28 @@ def test_int8_stays_close_to_fp32(gqa_export, tokenizer):
     a, b = (_ort_full_logits(s, ids, "lm", no_adapter(s)) for s in (fp32, int8))
     cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     assert cos.mean() > 0.9 and not np.allclose(a, b)  # quantized for real, and still the same model
+
+
+def test_int8_with_a_refused_4bit_down_proj_is_rebuilt_with_it_in_fp32(tiny_lm_dir, tmp_path, monkeypatch):
+    """A base whose 4-bit down_proj fails the int8 check (SmolLM2-135M does) gets int8 with down_proj in fp32,
+    checked again, and the manifest says which one it serves."""
+    import onnx
+    from onnx import numpy_helper
+
+    import export.gqa_graph as gqa
+
+    real = gqa.quantize_mixed
+
+    def broken_down_proj(model):  # the 4-bit down_proj made useless: the int8 check must refuse it
+        model = real(model)
+        for init in model.graph.initializer:
+            if "down_proj" in init.name and init.data_type == onnx.TensorProto.UINT8:
+                init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), 0x0F), init.name))
+        return model
+
+    monkeypatch.setattr(gqa, "quantize_mixed", broken_down_proj)
+    result = gqa.export_gqa_base(tiny_lm_dir, tmp_path, ["fp32", "int8"])
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["int8_down_proj"] == "fp32" and manifest["checks"]["int8"]["passed"]
+    ops = {n.op_type for n in onnx.load(str(result.onnx("int8")), load_external_data=False).graph.node}
+    assert "MatMulInteger" in ops and "MatMulNBits" not in ops

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -176,7 +176,7 @@ def export_gqa_base(checkpoint: Path, out_root: Path, precisions: list[str] | No
     from transformers import AutoTokenizer
 
     from export.onnx_export import (ExportRefused, ExportResult, Tolerance, _load_torch, _untie_lm_head,
-                                    check_export, export_key, load_export, quiet_export)
+                                    check_export, export_key, load_export, publish, quiet_export, staging_dir)
     from runtime.registry import ModelKind
 
     precisions = precisions or ["fp32", "int8"]
@@ -186,9 +186,7 @@ def export_gqa_base(checkpoint: Path, out_root: Path, precisions: list[str] | No
     if cached and not force:
         return cached
     t0 = time.time()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(out)
     slots = build(Path(checkpoint), tmp, precisions, tools_dir())
     _copy_tokenizer(checkpoint, tmp)
     result = ExportResult(tmp, ModelKind.LM, key, precisions)
@@ -213,11 +211,7 @@ def export_gqa_base(checkpoint: Path, out_root: Path, precisions: list[str] | No
                 "checkpoint": str(checkpoint), "graph": "gqa", "gqa_format": GQA_FORMAT, "lora_slots": slots,
                 "int8_down_proj": down_proj,
                 "builder": BUILDER_PACKAGES[0], "tolerance": asdict(tol), "seconds": round(time.time() - t0, 1)}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    result.path = out
-    return result
+    return publish(result, out, manifest)
 
 
 def _copy_tokenizer(checkpoint: Path, dst: Path) -> None:

@@ -141,7 +141,6 @@ def patch_export(src_dir: Path, dst_dir: Path, precisions: list[str]) -> list[Lo
 def export_lora_base(checkpoint: Path, out_root: Path, precisions: list[str] | None = None, force: bool = False):
     """The base `checkpoint` exported as usual (cached, checked), then made LoRA-ready and checked again with
     rank-0 factors against PyTorch (same rules: equal greedy tokens in fp32). Cached by the base export's key."""
-    import json
     import shutil
     import time
     from dataclasses import asdict
@@ -149,7 +148,7 @@ def export_lora_base(checkpoint: Path, out_root: Path, precisions: list[str] | N
     from transformers import AutoTokenizer
 
     from export.onnx_export import (ExportResult, Tolerance, _load_torch, _untie_lm_head, check_export,
-                                    export_model, load_export, quiet_export)
+                                    export_model, load_export, publish, quiet_export, staging_dir)
     from runtime.registry import ModelKind
 
     base = export_model(checkpoint, out_root, ModelKind.LM, precisions, force=force)
@@ -158,8 +157,7 @@ def export_lora_base(checkpoint: Path, out_root: Path, precisions: list[str] | N
     if cached and not force:
         return cached
     t0 = time.time()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(out)
     slots = patch_export(base.path, tmp, base.precisions)
     for f in base.path.iterdir():  # tokenizer and config files
         if f.is_file() and f.name != "manifest.json":
@@ -173,11 +171,7 @@ def export_lora_base(checkpoint: Path, out_root: Path, precisions: list[str] | N
     manifest = {"kind": ModelKind.LM, "key": base.key, "precisions": base.precisions, "checks": result.checks,
                 "checkpoint": str(checkpoint), "base_export": str(base.path), "lora_slots": len(slots),
                 "lora_format": LORA_FORMAT, "tolerance": asdict(tol), "seconds": round(time.time() - t0, 1)}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    result.path = out
-    return result
+    return publish(result, out, manifest)
 
 
 def export_shared_base(checkpoint: Path, out_root: Path, graph: str = "optimum", precisions: list[str] | None = None,

@@ -292,13 +292,30 @@ def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[s
     return result
 
 
+def staging_dir(out: Path) -> Path:
+    """An empty `<out>.tmp` to build an export in: a build that fails or is killed never leaves a half export
+    where load_export would take it for a finished one."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish(result: ExportResult, out: Path, manifest: dict) -> ExportResult:
+    """Write the manifest (written last: it marks the export as checked) and move the staging folder to `out`."""
+    (result.path / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    result.path.rename(out)
+    result.path = out
+    return result
+
+
 def _export(checkpoint: Path, out: Path, kind: str, key: str, precisions: list[str], tol: Tolerance) -> ExportResult:
     from optimum.exporters.onnx import main_export
     from transformers import AutoTokenizer
 
     t0 = time.time()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(out)
     src = tmp / "src"
     model = _load_torch(checkpoint, kind)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
@@ -320,8 +337,4 @@ def _export(checkpoint: Path, out: Path, kind: str, key: str, precisions: list[s
     manifest = {"kind": kind, "key": key, "precisions": precisions, "checks": result.checks,
                 "checkpoint": str(checkpoint), "tolerance": asdict(tol), "versions": _versions(),
                 "seconds": round(time.time() - t0, 1)}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    result.path = out
-    return result
+    return publish(result, out, manifest)

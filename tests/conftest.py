@@ -235,3 +235,23 @@ def torch_greedy(model, tokenizer, ids: list[int], stop: set[int]) -> list[int]:
         if t in stop:
             return out[:k]
     return out
+
+
+def run_together(jobs: list, work, timeout: float = 60) -> list:
+    """work(job) for every job at the same moment (one thread each, released by a barrier), results in job
+    order: concurrent users, for tests of batching and of adapters switched per request."""
+    import threading
+
+    results: list = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def run(i):
+        start.wait()
+        results[i] = work(jobs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results

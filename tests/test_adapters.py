@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import PROMPTS, TOKENS, torch_greedy as _torch_greedy
+from tests.conftest import PROMPTS, TOKENS, run_together, torch_greedy as _torch_greedy
 
 
 @pytest.fixture(scope="session")
@@ -84,20 +83,9 @@ def test_two_concurrent_streams_each_get_their_own_adapter(adapters, base_lm, to
     ids = tokenizer(PROMPTS[0]).input_ids
     alone = {name: view.generate(ids, Sampling(max_new_tokens=TOKENS)) for name, view in views.items()}
     assert alone["a"] != alone["b"]
-    got: dict[str, list] = {"a": [], "b": []}
-    start = threading.Barrier(4)
-
-    def run(name):
-        start.wait()
-        for _ in range(3):
-            got[name].append(list(views[name].stream(ids, Sampling(max_new_tokens=TOKENS))))
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b", "a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert got["a"] == [alone["a"]] * 6 and got["b"] == [alone["b"]] * 6
+    got = run_together(["a", "b", "a", "b"],
+                       lambda name: [list(views[name].stream(ids, Sampling(max_new_tokens=TOKENS))) for _ in range(3)])
+    assert got == [[alone[name]] * 3 for name in ("a", "b", "a", "b")]
 
 
 def test_adapters_that_do_not_fit_the_graph_are_refused(tiny_lm_dir, adapters, base_lm, tmp_path):
@@ -175,19 +163,8 @@ def test_concurrent_requests_share_decode_steps_and_each_gets_its_own_answer(bas
     loras = {name: read_adapter(folder, base_lm.session, name) for name, folder in adapters.items()}
     jobs = [(name, tokenizer(p).input_ids) for name in ("a", "b", None) for p in PROMPTS[:2]]
     want = [_solo(base_lm, adapters, name, ids) for name, ids in jobs]
-    got: list = [None] * len(jobs)
-    start = threading.Barrier(len(jobs))
-
-    def run(i):
-        name, ids = jobs[i]
-        start.wait()
-        got[i] = list(decoder.stream(ids, Sampling(max_new_tokens=TOKENS), loras.get(name)))
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    got = run_together(jobs, lambda job: list(decoder.stream(job[1], Sampling(max_new_tokens=TOKENS),
+                                                             loras.get(job[0]))))
     assert got == want
     assert decoder.max_rows_seen >= 3  # they really shared steps
     assert decoder.steps < sum(len(w) for w in want)

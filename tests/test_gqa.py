@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pytest
 
-from tests.conftest import PROMPTS, TOKENS, torch_greedy as _torch_greedy
+from tests.conftest import PROMPTS, TOKENS, run_together, torch_greedy as _torch_greedy
 
 
 @pytest.fixture(scope="session")
@@ -91,19 +90,8 @@ def test_slot_decoding_gives_each_request_its_own_answer(gqa_lm, adapters, slot_
     jobs = [(name, tokenizer(p).input_ids, n) for name, n in (("a", 6), ("b", 12), (None, 9))
             for p in PROMPTS[:2]]
     want = [_solo(gqa_lm, loras.get(name), ids, n) for name, ids, n in jobs]
-    got: list = [None] * len(jobs)
-    start = threading.Barrier(len(jobs))
-
-    def run(i):
-        name, ids, n = jobs[i]
-        start.wait()
-        got[i] = list(slot_decoder.stream(ids, Sampling(max_new_tokens=n), loras.get(name)))
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    got = run_together(jobs, lambda job: list(slot_decoder.stream(job[1], Sampling(max_new_tokens=job[2]),
+                                                                   loras.get(job[0]))))
     assert got == want
     assert slot_decoder.max_rows_seen == gqa_lm.slots  # the slots filled up, and later requests took freed ones
 

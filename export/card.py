@@ -33,7 +33,9 @@ def _base_comparison_lines(folder: Path) -> list[str]:
         cmp = json.loads((folder / "base_comparison.json").read_text())
     except (OSError, ValueError):
         return []
-    runs = ", ".join(f"`{b}` {r['metric']} {_fmt(r['best'])} ({r['run']})" for b, r in cmp["runs"].items())
+    runs = ", ".join(f"`{b}` {r['metric']} {_fmt(r['best'])}"
+                     + "".join(f", {g} {_fmt(v)}" for g, v in (r.get("per_group") or {}).items())
+                     + f" ({r['run']})" for b, r in cmp["runs"].items())
     return [f"- **Base chosen on validation** ({next(iter(cmp['runs'].values()))['n']} validation examples): "
             f"{runs}. Chosen: `{cmp['chosen']}`."]
 
@@ -42,8 +44,10 @@ def _val_selection_lines(sel: dict | None) -> list[str]:
     if not sel:
         return []
     curve = ", ".join(f"{step}: {v:.3f}" for step, v in sel["curve"])
-    return [f"- Step selection on the validation split ({sel['n']} examples, {sel['metric']}): kept step "
-            f"{sel['selected_step']} ({sel['selected_value']:.3f}; re-scored after restoring: "
+    groups = "".join(f", {g} {v:.3f}" for g, v in (sel.get("per_group") or {}).items())
+    cut = f", texts cut at {sel['max_tokens']} tokens" if sel.get("max_tokens") else ""
+    return [f"- Step selection on the validation split ({sel['n']} examples{cut}, {sel['metric']}): kept step "
+            f"{sel['selected_step']} ({sel['selected_value']:.3f}{groups}; re-scored after restoring: "
             f"{sel['restored_value']:.3f}). Curve: {curve}."]
 
 

@@ -31,7 +31,9 @@ def earlier_test_scores(folder: Path, version: str) -> dict[str, int]:
     previous = _previous_metrics(folder)
     earlier = dict(previous.get("test_split_scored_earlier", {}))
     if previous.get("model_version") and previous["model_version"] != version:
-        earlier[previous["model_version"]] = int(previous.get("test_split_scored", 0))
+        # a card from before the count existed still shows test figures: it was scored at least once
+        earlier[previous["model_version"]] = int(previous.get("test_split_scored", 1 if previous.get("fine_tuned")
+                                                               else 0))
     return earlier
 
 
@@ -84,11 +86,10 @@ def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int 
 
     Classifiers: the task's recipe trained on each base (their training scores the validation split as it goes);
     the committed adapter's own run counts for its base when its recipe is the one asked for, other bases are
-    trained into a temporary folder and thrown away. Generation tasks: each untuned base, zero-shot, through the
-    serving path on `n` validation rows (a fine-tune per base would cost an hour each on 2 cores).
+    trained into models/candidates/<task>-<base> (git-ignored). Generation tasks: each untuned base, zero-shot,
+    through the serving path on `n` validation rows (a fine-tune per base would cost an hour each on 2 cores).
     Written to adapters/<task>/base_comparison.json; the card shows it.
     """
-    import tempfile
     from dataclasses import asdict, replace
 
     from export.base_model import prepare_base
@@ -116,9 +117,10 @@ def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int 
             facts, source = own, "the committed adapter's run"
         elif classify:
             splits = splits or build_data(name)
-            with tempfile.TemporaryDirectory() as tmp:
-                facts = train_adapter(task, splits, prepare_base(base, s.models_dir), Path(tmp), cfg)
-            source = "trained for this comparison, adapter not kept"
+            # kept (git-ignored): a base that wins can be released from here without an hour of training again
+            keep = s.models_dir / "candidates" / f"{name}-{base}"
+            facts = train_adapter(task, splits, prepare_base(base, s.models_dir), keep, cfg)
+            source = f"trained for this comparison, adapter kept in models/candidates/{keep.name}"
         else:
             splits = splits or build_data(name)
             rows = eval_rows(task, replace(splits, test=splits.val), n)
@@ -133,7 +135,7 @@ def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int 
         sel = facts["val_selection"]
         runs[base] = {"metric": sel["metric"], "best": sel["selected_value"], "n": sel["n"],
                       "run": f"best of {facts['steps']} steps, at step {sel['selected_step']}; {source}",
-                      "seconds": facts["seconds"]}
+                      "seconds": facts["seconds"], **({"per_group": sel["per_group"]} if sel.get("per_group") else {})}
         log.info("%s on %s: validation %s %.4f (step %d)", name, base, sel["metric"], sel["selected_value"],
                  sel["selected_step"])
     result = {"task": name, "chosen": task.train.base, "recipe": {k: v for k, v in asdict(cfg).items() if k != "base"},

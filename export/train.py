@@ -155,10 +155,15 @@ def load_extra(path: Path, task) -> list[dict]:
 class _ValSelector:
     """Scores a classifier on the validation split during training and keeps the best trainable weights."""
 
-    def __init__(self, task, tok, val: list[dict], device):
+    def __init__(self, task, tok, val: list[dict], device, max_tokens: int = 0):
         self.task, self.tok, self.device = task, tok, device
+        self.max_tokens = max_tokens or CLASSIFIER_MAX_TOKENS
         self.texts = [r["text"] for r in val]
         self.labels = [r["label"] for r in val]
+        # the plan's groups (sentiment: language), scored apart at the selected step: a pooled figure can hide one
+        group_by = task.evaluation.group_by if task.evaluation else ""
+        self.groups = [str(group_value(r, group_by, "")) for r in val] if group_by else []
+        self.per_group: dict[str, float] = {}
         self.metric = task.train.select_metric
         self.curve: list[tuple[int, float]] = []
         self.best: tuple[float, int, dict] | None = None
@@ -175,10 +180,11 @@ class _ValSelector:
             for b in range(0, len(order), 32):
                 idx = order[b:b + 32]
                 enc = self.tok([self.texts[i] for i in idx], padding=True, truncation=True,
-                               max_length=CLASSIFIER_MAX_TOKENS, return_tensors="pt", padding_side="right").to(self.device)
+                               max_length=self.max_tokens, return_tensors="pt", padding_side="right").to(self.device)
                 for i, j in zip(idx, model(**enc).logits.argmax(-1)):
                     preds[i] = self.task.labels[int(j)]
         model.train()
+        self.preds = preds
         return float(self.task.metric(preds, self.labels)[self.metric])
 
     def score(self, model, step: int) -> None:
@@ -195,12 +201,16 @@ class _ValSelector:
         for k, v in self.best[2].items():
             params[k].data.copy_(v.to(params[k].device))
         self.restored = self.value(model)  # proves the restore: equals the best step's score
+        for g in sorted(set(self.groups) - {""}):
+            idx = [i for i, x in enumerate(self.groups) if x == g]
+            self.per_group[g] = round(float(self.task.metric([self.preds[i] for i in idx],
+                                                             [self.labels[i] for i in idx])[self.metric]), 4)
         model.eval()
 
     def facts(self) -> dict:
-        return {"metric": self.metric, "n": len(self.texts), "selected_step": self.best[1],
+        return {"metric": self.metric, "n": len(self.texts), "max_tokens": self.max_tokens, "selected_step": self.best[1],
                 "selected_value": round(self.best[0], 4), "restored_value": round(self.restored, 4),
-                "curve": self.curve}
+                "curve": self.curve, **({"per_group": self.per_group} if self.per_group else {})}
 
 
 def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: list[dict] | None = None) -> dict:
@@ -258,7 +268,8 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
     if classify and cfg.balance_classes:
         counts = torch.bincount(torch.tensor([f["labels"] for f in feats]), minlength=len(task.labels)).float()
         weight = (counts.sum() / (len(task.labels) * counts.clamp(min=1))).to(device)
-    selector = _ValSelector(task, tok, splits.val, device) if classify and cfg.eval_every and splits.val else None
+    selector = (_ValSelector(task, tok, splits.val, device, cfg.val_max_tokens)
+                if classify and cfg.eval_every and splits.val else None)
     while step < cfg.max_steps and time.time() - t0 < cfg.time_budget_s:
         ids, mask, labels = (x.to(device) for x in next(batches))
         with autocast:

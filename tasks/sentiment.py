@@ -26,9 +26,9 @@ TASK = Task(
               ("物流很快，质量也不错，下次还会再买。",)),
     sample_inputs=("A charming, funny film.", "Two hours I will never get back.", "It was fine."),
     # English and Chinese, drawn half and half (balance_by="lang"): 300 steps x 16 reviews, validation every 60
-    # steps (800 reviews cut at 128 tokens) keeps the best step. ~50 CPU minutes on SmolLM2-135M. An earlier
-    # bilingual run with this recipe (stopped by its time budget at step 240) scored, on validation, English 0.828
-    # (the English-only adapter: 0.828 on the same rows) and Chinese 0.797 (English-only: 0.573)
+    # steps (800 reviews cut at 128 tokens) keeps the best step: 35 CPU minutes on SmolLM2-135M. Released because
+    # on validation it equals the English-only adapter in English (0.828 on the same 500 rows) and is far better
+    # in Chinese (0.767; the English-only adapter 0.573)
     train=TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=4800, eval_every=60,
                       balance_by="lang", val_max_tokens=128, time_budget_s=3600.0),
     # the first 2,100 test rows are the 1,500 English then the 600 Chinese reviews: each language scored alone

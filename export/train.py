@@ -295,7 +295,9 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
     bar.close()
     seconds = time.time() - t0
     model.eval()
-    if selector:
+    if selector and step and (not selector.curve or selector.curve[-1][0] != step):
+        selector.score(model, step)  # stopped by the time budget between two scores: the last steps count too
+    if selector and selector.best:
         selector.restore_best(model)
     for p in model.parameters():  # ship the adapter in fp16: half the size, no measurable loss after merge
         if p.requires_grad:
@@ -309,7 +311,7 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
              "trainable_params": trainable, "final_loss_avg20": round(sum(losses[-20:]) / len(losses[-20:]), 4),
              "first_loss_avg20": round(sum(losses[:20]) / len(losses[:20]), 4), "device": str(device),
              "config": asdict(cfg), "extra_rows": len(extra or [])}
-    if selector:
+    if selector and selector.best:
         facts["val_selection"] = selector.facts()
     (out_dir / "train_facts.json").write_text(json.dumps(facts, indent=1))
     log.info("trained %s: %s", task.name, facts)

@@ -68,6 +68,19 @@ def test_classifier_keeps_the_best_validation_step_with_balanced_loss(tiny_lm_di
     assert (sel["selected_step"], best) in [tuple(x) for x in sel["curve"]]
 
 
+def test_a_run_stopped_by_its_time_budget_scores_its_last_step_too(tiny_lm_dir, tmp_path):
+    """The clock can stop a run between two validation scores: the steps after the last score still count."""
+    from export.train import TrainConfig, train
+
+    task = REGISTRY["finnews"]
+    rows = [{"text": f"shares {'soar' if i % 2 else 'slump'} {i}", "label": "positive" if i % 2 else "negative"}
+            for i in range(40)]
+    cfg = TrainConfig(max_steps=100_000, batch_size=4, max_len=32, warmup_steps=1, eval_every=50_000,
+                      time_budget_s=2)
+    facts = train(task, Splits(rows[:32], rows[32:], []), tiny_lm_dir, tmp_path / "a", cfg)
+    assert 0 < facts["steps"] < 50_000 and facts["val_selection"]["curve"][-1][0] == facts["steps"]
+
+
 def test_validation_selection_scores_each_language_apart_at_the_cut_length(tiny_lm_dir, tmp_path):
     """Sentiment's plan groups by language: the run records each language's validation score at the selected
     step (a pooled figure can hide one), and the validation texts are cut at the recipe's length."""

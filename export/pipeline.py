@@ -119,7 +119,7 @@ def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int 
             splits = splits or build_data(name)
             # kept (git-ignored): a base that wins can be released from here without an hour of training again
             keep = s.models_dir / "candidates" / f"{name}-{base}"
-            facts = train_adapter(task, splits, prepare_base(base, s.models_dir), keep, cfg)
+            facts = train_adapter(task, splits, prepare_base(base, s.models_dir), keep, replace(cfg, base=base))
             source = f"trained for this comparison, adapter kept in models/candidates/{keep.name}"
         else:
             splits = splits or build_data(name)

@@ -125,8 +125,10 @@ def test_compare_bases_records_each_bases_validation_score_in_the_card(tiny_lm_d
     assert bases == ["smollm2-135m", "qwen2.5-coder-0.5b"]  # no committed run here: both were trained
     assert all(r["run"].startswith("best of 4 steps, at step ") and r["run"].endswith(f"models/candidates/finnews-{b}")
                for b, r in result["runs"].items())
-    for b in bases:  # each trained adapter is kept, to be released if its base wins
-        assert (tmp_path / "models" / "candidates" / f"finnews-{b}" / "adapter_model.safetensors").exists()
+    for b in bases:  # each trained adapter is kept, to be released if its base wins, and says its base
+        kept = tmp_path / "models" / "candidates" / f"finnews-{b}"
+        assert (kept / "adapter_model.safetensors").exists()
+        assert json.loads((kept / "train_facts.json").read_text())["config"]["base"] == b
     assert result["chosen"] == "smollm2-135m"
     assert {r["metric"] for r in result["runs"].values()} == {"macro_f1"}
     line, = _base_comparison_lines(tmp_path / "finnews")

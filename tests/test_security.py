@@ -3,6 +3,7 @@ request. Each finding of the security review is reproduced against the real app 
 stored changed."""
 import dataclasses
 import json
+import re
 import uuid
 
 import httpx
@@ -119,21 +120,40 @@ def test_a_new_client_per_request_gets_no_new_budget(strict_server):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
+    from concurrent.futures import CancelledError
+
     def fresh():
         return Client(strict_server.url, verbose=False)
 
+    # gradio_client can lose an instant reply (its stream thread races the event's registration: KeyError in
+    # stream_messages, then CancelledError; seen once in a loaded clean-clone run). The server counted the call
+    # all the same, so a lost refusal is asked again only where every further call is refused the same way.
+    def refused(match: str, *args, api_name: str) -> None:
+        for _ in range(3):
+            try:
+                fresh().predict(*args, api_name=api_name)
+            except CancelledError:
+                continue
+            except AppError as e:
+                assert re.search(match, str(e)), str(e)
+                return
+            pytest.fail(f"{api_name} was answered past its budget")
+        pytest.fail("three replies in a row were lost")
+
     for _ in range(2):
         fresh().predict("Long text about trains.", api_name="/summarize")
-    with pytest.raises(AppError, match=r"wait \d+ s"):
-        fresh().predict("Long text about trains.", api_name="/summarize")
+    refused(r"wait \d+ s", "Long text about trains.", api_name="/summarize")
     ids = [fresh().predict("A fine film.", api_name="/sentiment")[-1] for _ in range(3)]
-    with pytest.raises(AppError, match=r"classifications .* wait \d+ s"):
-        fresh().predict("A fine film.", api_name="/sentiment")
+    refused(r"classifications .* wait \d+ s", "A fine film.", api_name="/sentiment")
     for _ in range(3):  # counted even when refused: another client's answer
-        with pytest.raises(AppError, match="unknown"):
+        try:
             fresh().predict(ids[0], 1, None, None, api_name="/feedback")
-    with pytest.raises(AppError, match=r"feedback actions .* wait \d+ s"):
-        fresh().predict(ids[0], 1, None, None, api_name="/feedback")
+            pytest.fail("feedback on another client's answer was accepted")
+        except CancelledError:
+            pass  # the refusal was lost on the way back; it was counted
+        except AppError as e:
+            assert "unknown" in str(e), str(e)
+    refused(r"feedback actions .* wait \d+ s", ids[0], 1, None, None, api_name="/feedback")
 
 
 def test_the_pages_own_feedback_buttons_share_the_feedback_budget(strict_server):

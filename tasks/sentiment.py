@@ -25,11 +25,14 @@ TASK = Task(
               ("The plot is thin, but the performances carry it.",),
               ("物流很快，质量也不错，下次还会再买。",)),
     sample_inputs=("A charming, funny film.", "Two hours I will never get back.", "It was fine."),
-    # English and Chinese, drawn half and half (balance_by="lang"): 300 steps x 16 reviews, validation every 60
-    # steps (800 reviews cut at 128 tokens) keeps the best step: 35 CPU minutes on SmolLM2-135M. Released because
-    # on validation it equals the English-only adapter in English (0.828 on the same 500 rows) and is far better
-    # in Chinese (0.767; the English-only adapter 0.573)
-    train=TrainConfig(max_steps=300, batch_size=16, max_len=64, lr=3e-4, train_examples=4800, eval_every=60,
+    # English and Chinese, drawn half and half (balance_by="lang"): 300 steps x 16 reviews planned, validation
+    # every 60 steps (800 reviews cut at 128 tokens) keeps the best step. The base chosen on validation
+    # (python -m export compare-bases --task sentiment; adapters/sentiment/base_comparison.json): Qwen2.5-Coder-0.5B
+    # 0.843 (English 0.820, Chinese 0.880; the time budget stopped it at step 193 of 300, best at 180, 60 CPU
+    # minutes) against SmolLM2-135M 0.805 (English 0.828, Chinese 0.767; all 300 steps, 35 minutes). On the Chinese
+    # test reviews SmolLM2 reads 0.58 characters a token (42% fit in 64 tokens), Qwen 1.53 (78% fit)
+    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=300, batch_size=16, max_len=64, lr=3e-4,
+                      train_examples=4800, eval_every=60,
                       balance_by="lang", val_max_tokens=128, time_budget_s=3600.0),
     # the first 2,100 test rows are the 1,500 English then the 600 Chinese reviews: each language scored alone
     evaluation=EvalPlan(size=2100, metric="accuracy", group_by="lang", char_ngrams=True,

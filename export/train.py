@@ -156,19 +156,18 @@ class _ValSelector:
     """Scores a classifier on the validation split during training and keeps the best trainable weights."""
 
     def __init__(self, task, tok, val: list[dict], device, max_tokens: int = 0):
-        self.task, self.tok, self.device = task, tok, device
+        self.task, self.tok, self.device, self.rows = task, tok, device, val
         self.max_tokens = max_tokens or CLASSIFIER_MAX_TOKENS
         self.texts = [r["text"] for r in val]
         self.labels = [r["label"] for r in val]
         # the plan's groups (sentiment: language), scored apart at the selected step: a pooled figure can hide one
-        group_by = task.evaluation.group_by if task.evaluation else ""
-        self.groups = [str(group_value(r, group_by, "")) for r in val] if group_by else []
+        self.group_by = task.evaluation.group_by if task.evaluation else ""
         self.per_group: dict[str, float] = {}
         self.metric = task.train.select_metric
         self.curve: list[tuple[int, float]] = []
         self.best: tuple[float, int, dict] | None = None
 
-    def value(self, model) -> float:
+    def predict(self, model) -> list[str]:
         import torch
 
         model.eval()
@@ -184,11 +183,10 @@ class _ValSelector:
                 for i, j in zip(idx, model(**enc).logits.argmax(-1)):
                     preds[i] = self.task.labels[int(j)]
         model.train()
-        self.preds = preds
-        return float(self.task.metric(preds, self.labels)[self.metric])
+        return preds
 
     def score(self, model, step: int) -> None:
-        value = self.value(model)
+        value = float(self.task.metric(self.predict(model), self.labels)[self.metric])
         self.curve.append((step, round(value, 4)))
         if self.best is None or value > self.best[0]:
             state = {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
@@ -197,20 +195,22 @@ class _ValSelector:
                  self.best[1])
 
     def restore_best(self, model) -> None:
+        from export.evaluate import with_groups
+
         params = dict(model.named_parameters())
         for k, v in self.best[2].items():
             params[k].data.copy_(v.to(params[k].device))
-        self.restored = self.value(model)  # proves the restore: equals the best step's score
-        for g in sorted(set(self.groups) - {""}):
-            idx = [i for i, x in enumerate(self.groups) if x == g]
-            self.per_group[g] = round(float(self.task.metric([self.preds[i] for i in idx],
-                                                             [self.labels[i] for i in idx])[self.metric]), 4)
+        # re-scored: proves the restore (equals the best step's score), and gives each group's score
+        m = with_groups(self.task, self.group_by, self.rows, self.predict(model))
+        self.restored = float(m[self.metric])
+        self.per_group = {g: round(float(v[self.metric]), 4) for g, v in m.items() if isinstance(v, dict)}
         model.eval()
 
     def facts(self) -> dict:
-        return {"metric": self.metric, "n": len(self.texts), "max_tokens": self.max_tokens, "selected_step": self.best[1],
-                "selected_value": round(self.best[0], 4), "restored_value": round(self.restored, 4),
-                "curve": self.curve, **({"per_group": self.per_group} if self.per_group else {})}
+        return {"metric": self.metric, "n": len(self.texts), "max_tokens": self.max_tokens,
+                "selected_step": self.best[1], "selected_value": round(self.best[0], 4),
+                "restored_value": round(self.restored, 4), "curve": self.curve,
+                **({"per_group": self.per_group} if self.per_group else {})}
 
 
 def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: list[dict] | None = None) -> dict:

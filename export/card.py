@@ -131,7 +131,9 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
          "`python -m export evaluate` adds one)."
          if metrics.get("test_split_scored") else
          "How often the test split was scored for this version was not recorded when this card was written.")
-        + _earlier_scores(metrics.get("test_split_scored_earlier")),
+        + _earlier_scores(metrics.get("test_split_scored_earlier"))
+        + "".join(f" Also scored for a change that was not released: {note}"
+                  for note in metrics.get("test_looks_not_released", [])),
         "",
         "## Data",
         "",

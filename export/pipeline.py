@@ -25,6 +25,13 @@ def times_test_scored(folder: Path, version: str) -> int:
     return int(previous.get("test_split_scored", 0)) if previous.get("model_version") == version else 0
 
 
+def looks_not_released(folder: Path, version: str) -> list[str]:
+    """This version's looks at its test split for a serving change that was then not released (each a sentence:
+    what was changed, what it scored): they count in test_split_scored and stay on every later card."""
+    previous = _previous_metrics(folder)
+    return list(previous.get("test_looks_not_released", [])) if previous.get("model_version") == version else []
+
+
 def earlier_test_scores(folder: Path, version: str) -> dict[str, int]:
     """How often the task's test split was scored for each earlier adapter version (carried from card to card):
     a recipe changed after seeing an earlier version's test figure has looked at the test split too."""
@@ -73,6 +80,8 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
     metrics["test_split_scored"] = times_test_scored(folder, tuned_mv.version) + 1
     metrics["test_split_scored_earlier"] = earlier_test_scores(folder, tuned_mv.version)
+    if looks_not_released(folder, tuned_mv.version):
+        metrics["test_looks_not_released"] = looks_not_released(folder, tuned_mv.version)
     card = write_card(folder, task, splits.card(), facts, metrics, source)
     tuned_mv.metrics = metrics
     registry.register(s.models_dir, name, tuned_mv)  # now with its metrics; the app picks it up live

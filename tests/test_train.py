@@ -390,6 +390,23 @@ def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):
     assert "Earlier versions scored this task's test split too: v1 2 time(s), v2 1 time(s)" in card.read_text()
 
 
+def test_a_look_at_a_change_that_was_not_released_stays_on_the_versions_card(tmp_path):
+    import json
+
+    from export.card import write_card
+    from export.pipeline import looks_not_released
+
+    note = "a looser retrieval rule: ROUGE-L 0.6 (not served)"
+    (tmp_path / "metrics.json").write_text(json.dumps({"model_version": "v1", "test_split_scored": 2,
+                                                       "test_looks_not_released": [note]}))
+    assert looks_not_released(tmp_path, "v1") == [note] and looks_not_released(tmp_path, "v2") == []
+    metrics = {"held_out_examples": 3, "fine_tuned": {"rougeL": 0.5}, "base_zero_shot": {}, "target": "met: x",
+               "baseline": {"name": "lead"}, "test_split_scored": 2, "test_looks_not_released": [note]}
+    card = write_card(tmp_path, REGISTRY["summarize"], Splits([], [], []).card(), {"config": {}}, metrics, "tiny")
+    assert f"scored 2 time(s) for this version (each `python -m export evaluate` adds one). Also scored for a " \
+           f"change that was not released: {note}" in card.read_text()
+
+
 def test_a_classifier_is_scored_per_language_beside_its_baselines():
     """Sentiment reads English and Chinese: accuracy per language for the model and both baselines, and the
     verdict holds each language to its own target."""

@@ -122,8 +122,8 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
            f"accuracy {metrics['majority_class']['accuracy']:.3f}, macro-F1 {metrics['majority_class']['macro_f1']:.3f}."
            if metrics.get("majority_class") else "")
         + (" Base zero-shot: the untuned model's likelihood of each label word as the answer, calibrated by "
-           "subtracting its scores for a content-free input (\"N/A\"), so a lean to one word is not a constant "
-           "guess." if task.kind == TaskKind.CLASSIFY else ""),
+           "subtracting its mean scores for three content-free inputs (\"N/A\", \"\", \"[MASK]\"), so a lean to "
+           "one word is not a constant guess." if task.kind == TaskKind.CLASSIFY else ""),
         "",
         f"**Target**: {metrics['target']}.",
         "",

@@ -77,17 +77,31 @@ def test_zero_shot_classification_gives_a_distribution(service):
     assert reply.text == max(reply.probabilities, key=reply.probabilities.get)
 
 
-def test_zero_shot_classifier_is_calibrated_on_a_content_free_input(service):
-    """An untuned model's lean to one label word is removed: the content-free input itself scores every label
-    alike, so a constant guess is not what the zero-shot column measures."""
+def test_zero_shot_classifier_is_calibrated_on_content_free_inputs(service):
+    """An untuned model's lean to one label word is removed: the content-free inputs score every label alike on
+    average, so a constant guess is not what the zero-shot column measures; served answers subtract that lean."""
+    import math
+
     from serving.service import CONTENT_FREE, Reply
 
-    neutral = next(service.run("sentiment", CONTENT_FREE)).probabilities
-    assert max(neutral.values()) - min(neutral.values()) < 1e-6
     task, model = REGISTRY["sentiment"], service.backend("sentiment").model
-    ids = service._fit_prompt(task, model.tokenizer, CONTENT_FREE, {}, Reply("sentiment"))
-    raw = service._label_scores(task, model, ids)
-    assert max(raw.values()) - min(raw.values()) > 1e-3  # the random tiny model does lean: there was a lean to remove
+
+    def raw(text):
+        ids = model.tokenizer(render_prompt(model.tokenizer, task.build_messages(text, {}), task.answer_prefix),
+                              add_special_tokens=False).input_ids
+        return service._label_scores(task, model, ids)
+
+    each = [raw(t) for t in CONTENT_FREE]
+    prior = service._label_prior(task, model, {})
+    for label in task.labels:
+        assert sum(d[label] - prior[label] for d in each) == pytest.approx(0, abs=1e-6)
+    assert max(prior.values()) - min(prior.values()) > 1e-3  # the random tiny model does lean: there was a lean to remove
+    text = "A charming, funny film."
+    got = next(service.run("sentiment", text)).probabilities
+    ids = service._fit_prompt(task, model.tokenizer, text, {}, Reply("sentiment"))
+    calibrated = {k: v - prior[k] for k, v in service._label_scores(task, model, ids).items()}
+    z = sum(math.exp(v) for v in calibrated.values())
+    assert got == pytest.approx({k: math.exp(v) / z for k, v in calibrated.items()})
 
 
 def test_head_classifier_serves_finnews(service):

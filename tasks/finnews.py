@@ -26,17 +26,21 @@ TASK = Task(
               ("Airline shares slump as travel bans spread",),
               ("Bank of England holds interest rates at 0.1%",)),
     sample_inputs=("Tesco profits jump 20%", "Airline shares slump", "Bank of England holds rates"),
-    # ~20 CPU minutes: all 3,179 training headlines, 1.5 epochs, rank 16, class-balanced loss (positive is 18%
-    # of the data and counts a third of macro-F1), the best of every 30 steps on the 300 validation headlines
-    # kept. (The first version: 1,100 headlines, ~4.4 epochs, macro-F1 0.676; 240 steps at rank 8 without
+    # All 3,179 training headlines, 1.5 epochs, rank 16, class-balanced loss (positive is 18% of the data and counts
+    # a third of macro-F1), the best of every 30 steps on the 300 validation headlines kept. The base chosen on
+    # validation (python -m export compare-bases --task finnews; adapters/finnews/base_comparison.json):
+    # Qwen2.5-Coder-0.5B macro-F1 0.747 (30 CPU minutes) against SmolLM2-135M 0.736 (15 minutes), both best at
+    # step 210. (The first version: 1,100 headlines, ~4.4 epochs, macro-F1 0.676; 240 steps at rank 8 without
     # selection overfitted: macro-F1 0.647 with the final loss at 0.21.)
-    train=TrainConfig(max_steps=300, batch_size=16, max_len=48, lr=2e-4, train_examples=3200, lora_r=16,
-                      lora_alpha=32, balance_classes=True, eval_every=30, select_metric="macro_f1"),
+    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=300, batch_size=16, max_len=48, lr=2e-4,
+                      train_examples=3200, lora_r=16, lora_alpha=32, balance_classes=True, eval_every=30,
+                      select_metric="macro_f1", time_budget_s=4800.0),
     evaluation=EvalPlan(size=N_TEST, metric="macro_f1", verdict=at_least_with_recall("macro_f1", 0.80, 0.70),
                         in_words=lambda ft, base: f"it picked the right label {percent(ft['accuracy'])} of the time "
                                               f"(the untuned model: {percent(base.get('accuracy', 0))})"),
     about="Trained on 3,200 Guardian business headlines from 2020. Good at plainly good or bad news (profits up, "
-          "shares slump); it misses about a third of good-news headlines and is less reliable on mixed ones.",
+          "shares slump); it gets about 1 in 4 headlines wrong, more often good or neutral news than bad, and is "
+          "less reliable on mixed ones.",
 )
 
 

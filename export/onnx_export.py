@@ -18,7 +18,12 @@ from runtime.registry import ModelKind
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the export recipe changes: old caches are then rebuilt
+CLASSIFIER_FORMAT = 2  # bump when only the classifier's recipe changes (2: its embedding in int8); LM keys stay
 KINDS = {ModelKind.LM: "text-generation-with-past", ModelKind.CLASSIFIER: "text-classification"}  # optimum tasks
+# The ops whose weights int8 stores. A classifier's token embedding too: on Qwen it is 151,936 x 896, 545 MB in fp32
+# and 136 MB in int8 (the finnews export: 1.2 GB -> 773 MB), and a lookup, not a product, so it loses nothing
+# measurable (finnews validation macro-F1 0.7563 against 0.7560; 95.7% of answers equal fp32's against 94.7%)
+INT8_OPS = {ModelKind.LM: ("MatMul",), ModelKind.CLASSIFIER: ("MatMul", "Gather")}
 SAMPLE_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Where is my order? I paid on Monday and nothing has arrived.",
@@ -125,8 +130,9 @@ def _untie_lm_head(model) -> None:
         model.config.tie_word_embeddings = False
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 weights: per-channel, reduce_range, MatMul only, MLP down_proj left in fp32.
+def quantize_int8(src: Path, dst: Path, ops: tuple[str, ...] = ("MatMul",)) -> None:
+    """Dynamic int8 weights of `ops` (MatMul; a classifier's embedding Gather too): per-channel, reduce_range, MLP
+    down_proj left in fp32.
 
     Measured on SmolLM2 (next-token argmax agreement with PyTorch over the sample texts): per-tensor on all
     MatMuls 36% (cosine 0.86), per-channel+reduce_range on all 54%, with down_proj kept fp32 79% (cosine 0.98).
@@ -139,7 +145,7 @@ def quantize_int8(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     graph = onnx.load(str(src), load_external_data=False).graph
     exclude = [n.name for n in graph.node if n.op_type == "MatMul" and "down_proj" in n.name]
-    quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True,
+    quantize_dynamic(src, dst, op_types_to_quantize=list(ops), per_channel=True, reduce_range=True,
                      weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
 
 
@@ -279,7 +285,7 @@ def export_model(checkpoint: Path, out_root: Path, kind: str, precisions: list[s
     kind = ModelKind(kind)
     if precisions is None:
         precisions = ["fp32", "int8"] + (["fp16"] if cuda_usable() else [])
-    key = export_key(checkpoint, kind, precisions)
+    key = export_key(checkpoint, kind if kind == ModelKind.LM else f"{kind}-f{CLASSIFIER_FORMAT}", precisions)
     out = Path(out_root) / f"{kind}-{key}"
     cached = load_export(out)
     if cached and not force:
@@ -328,7 +334,7 @@ def _export(checkpoint: Path, out: Path, kind: str, key: str, precisions: list[s
         main_export(str(src), output=tmp / "fp16", task=KINDS[kind], device="cuda", dtype="fp16",
                     do_validation=False, library_name="transformers")
     if "int8" in precisions:
-        quantize_int8(tmp / "fp32" / "model.onnx", tmp / "int8" / "model.onnx")
+        quantize_int8(tmp / "fp32" / "model.onnx", tmp / "int8" / "model.onnx", INT8_OPS[kind])
     tokenizer.save_pretrained(tmp)
     model.config.save_pretrained(tmp)
     shutil.rmtree(src)
@@ -336,5 +342,6 @@ def _export(checkpoint: Path, out: Path, kind: str, key: str, precisions: list[s
     result.checks = check_export(result, model, tokenizer, tol)  # raises ExportRefused: nothing registered
     manifest = {"kind": kind, "key": key, "precisions": precisions, "checks": result.checks,
                 "checkpoint": str(checkpoint), "tolerance": asdict(tol), "versions": _versions(),
-                "seconds": round(time.time() - t0, 1)}
+                "seconds": round(time.time() - t0, 1),
+                **({"classifier_format": CLASSIFIER_FORMAT} if kind == ModelKind.CLASSIFIER else {})}
     return publish(result, out, manifest)

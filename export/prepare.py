@@ -68,13 +68,14 @@ def _wanted(task: str, base_sha: str) -> str | None:
 
 
 def _stale(cur: registry.ModelVersion) -> bool:
-    """A LoRA-ready export of an older patch format (its inputs no longer match the runtime's), or an adapter
-    version not checked on the graph it is registered with."""
+    """A LoRA-ready export of an older patch format (its inputs no longer match the runtime's), a classifier export
+    of an older recipe (CLASSIFIER_FORMAT), or an adapter version not checked on the graph it is registered with."""
     import json
     from pathlib import Path
 
     from export.gqa_graph import GQA_FORMAT
     from export.lora_graph import LORA_FORMAT
+    from export.onnx_export import CLASSIFIER_FORMAT
 
     try:
         manifest = json.loads((Path(cur.path) / "manifest.json").read_text())
@@ -84,6 +85,8 @@ def _stale(cur: registry.ModelVersion) -> bool:
         return True  # never checked against PyTorch on this graph
     if manifest.get("graph") == "gqa":
         return manifest.get("gqa_format") != GQA_FORMAT
+    if manifest.get("kind") == "classifier":  # its recipe, e.g. which weights are int8
+        return manifest.get("classifier_format", 1) != CLASSIFIER_FORMAT
     return manifest.get("lora_format", LORA_FORMAT) != LORA_FORMAT
 
 

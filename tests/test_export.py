@@ -69,6 +69,33 @@ def test_classifier_export_matches_pytorch(tiny_classifier_export, tiny_classifi
     assert tiny_classifier_export.checks["int8"]["passed"]
 
 
+def test_a_classifier_stores_its_embedding_in_int8_and_an_export_of_an_older_recipe_is_stale(
+        tiny_classifier_export, tiny_lm_export, tmp_path):
+    """The classifier's int8 keeps the token embedding as int8 (on Qwen 545 MB -> 136 MB); the LM's does not (its
+    figures were measured without). prepare rebuilds a registered export whose recipe format is older."""
+    import shutil
+    from dataclasses import replace
+
+    import onnx
+
+    from export.prepare import _stale
+    from runtime.registry import ModelVersion
+
+    def gathers_on_int8(export):
+        graph = onnx.load(str(export.onnx("int8")), load_external_data=False).graph
+        int8 = {t.name for t in graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+        return [n.name for n in graph.node if n.op_type == "Gather" and n.input[0] in int8]
+
+    assert gathers_on_int8(tiny_classifier_export) and not gathers_on_int8(tiny_lm_export)
+    mv = ModelVersion("finnews-tiny", "classifier", str(tiny_classifier_export.path), tuned=True)
+    assert not _stale(mv)
+    old = tmp_path / tiny_classifier_export.path.name
+    shutil.copytree(tiny_classifier_export.path, old, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "classifier_format"}))
+    assert _stale(replace(mv, path=str(old)))  # written before the format was recorded: format 1
+
+
 def test_export_refuses_a_model_beyond_tolerance(tiny_lm_dir, tmp_path):
     from export.onnx_export import ExportRefused, Tolerance, export_model
 

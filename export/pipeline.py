@@ -80,8 +80,9 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
     metrics["test_split_scored"] = times_test_scored(folder, tuned_mv.version) + 1
     metrics["test_split_scored_earlier"] = earlier_test_scores(folder, tuned_mv.version)
-    if looks_not_released(folder, tuned_mv.version):
-        metrics["test_looks_not_released"] = looks_not_released(folder, tuned_mv.version)
+    looks = looks_not_released(folder, tuned_mv.version)
+    if looks:
+        metrics["test_looks_not_released"] = looks
     card = write_card(folder, task, splits.card(), facts, metrics, source)
     tuned_mv.metrics = metrics
     registry.register(s.models_dir, name, tuned_mv)  # now with its metrics; the app picks it up live

@@ -6,13 +6,23 @@ expands the grouped K/V heads every step; this one writes each new key/value in 
 on the same graph in our decode loop (256-token prompt; TTFT, decode tok/s batch 1 / batch 8):
 - builder int4 (MatMulNBits everywhere, accuracy level 4): 1,497 ms, 37.5, 129 (prefill is slow in 4-bit here)
 - our dynamic int8 (MatMulInteger), down_proj kept fp32 as in the optimum export: 502 ms, 27.3, 139
-- the same, down_proj 4-bit (MatMulNBits, block 32, accuracy level 4): 608 ms, 44.4, 176  <- served "int8"
+- the same, down_proj 4-bit (MatMulNBits, block 32, accuracy level 4): 608 ms, 44.4, 176 (served until GQA_FORMAT 2)
 (the optimum export, int8: 605 ms, 23.2, 79; onnxruntime-genai's own runtime, int4: 1,376 ms, 47.6, 130).
+Then (2026-12-05, 5 repeats a run, runs interleaved: this machine's timings drift by 10-20% between runs), with the
+lm_head computing the last position only in a prefill (keep_last_logits; TTFT 646 -> 540-575 ms):
+- down_proj 4-bit in blocks of 128: ~490 ms, 45, ~190 (down_proj's MatMuls over 256 positions cost 5.7 ms a
+  layer instead of 8.3 at block 32; dynamic int8 would be 2.7)
+- that, and the lm_head 4-bit too (block 32): ~400-490 ms, 49, ~160  <- served "int8" (GQA_FORMAT 2)
+- both in blocks of 128: ~400-480 ms, 50, ~175, but generation perplexity 48.4 where the served one has 47.0
+A decode step reads the lm_head's 136 M weights in 4 bits instead of 8. Against fp32 on validation (120 rows):
+perplexity of the generate adapter's continuations 47.0 vs 42.8 (the block-32 down_proj with an int8 lm_head:
+45.0; block 128 with it: 46.1), translate chrF 55.68 vs 56.19, summarize ROUGE-L 0.409 vs 0.403.
 down_proj stays out of per-channel int8 because outlier activations feeding it cost accuracy (onnx_export.
-quantize_int8); 4-bit blocks of 32 carry their own scales and hold up on Qwen 0.5B (the export check and the task
-metrics). They do not on SmolLM2-135M (int8 logit cosine 0.898, argmax agreement 46%): when the int8 check refuses
-the 4-bit down_proj, the int8 graph is rebuilt with down_proj in fp32, the optimum export's rule, and checked again
-(SmolLM2: cosine 0.977, agreement 77%; the manifest's int8_down_proj says which one a build serves).
+quantize_int8); 4-bit blocks carry their own scales and hold up on Qwen 0.5B (the export check and the task
+metrics). They do not on SmolLM2-135M (int8 logit cosine 0.898, argmax agreement 46% with down_proj alone at
+block 32): when the int8 check refuses the 4-bit weights, the int8 graph is rebuilt with down_proj in fp32 and the
+lm_head in int8, the optimum export's rule, and checked again (SmolLM2: cosine 0.977, agreement 77%; the
+manifest's int8_down_proj and int8_lm_head say which one a build serves).
 
 The builder needs transformers >= 5 (the stack pins 4.57 for optimum), so it runs in a child process with a
 pip --target folder of its own first on PYTHONPATH (models/tools/genai-builder, installed on first use).
@@ -34,11 +44,12 @@ from export.lora_graph import LoraSlot, add_lora_inputs
 
 log = logging.getLogger(__name__)
 
-GQA_FORMAT = 1  # bump when the build or the patch changes: cached exports are then rebuilt
+GQA_FORMAT = 2  # bump when the build or the patch changes: cached exports are then rebuilt (2: logits_to_keep)
 GENAI = "onnxruntime-genai==0.18.0"
 # transformers 5 wants a newer hub and tokenizers than the stack pins; they only ever load in the builder's process
 BUILDER_PACKAGES = (GENAI, "transformers==5.24.0", "huggingface-hub==1.31.0", "tokenizers==0.23.1")
-DOWN_PROJ_4BIT = dict(block_size=32, accuracy_level=4)
+# 4-bit MatMuls (symmetric, accuracy level 4) and their block sizes; the module docstring says why
+NBITS = {"/down_proj/": dict(block_size=128, accuracy_level=4), "/lm_head/": dict(block_size=32, accuracy_level=4)}
 _PROJ = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(qkv_proj|o_proj|gate_proj|up_proj|down_proj)/MatMul(?:_Q4)?$")
 
 
@@ -100,18 +111,51 @@ def _static_head_dim(model, head_dim: int) -> None:
             v.type.tensor_type.shape.dim[3].dim_value = head_dim
 
 
+KEEP_INPUT = "logits_to_keep"
+
+
+def keep_last_logits(model) -> None:
+    """A `logits_to_keep` input [1] (int64): the lm_head sees only each row's last k positions (0: all of them).
+
+    A prefill needs the last position's logits alone, and the lm_head over a 256-token prompt is a 896 x 151,936
+    MatMul per position plus a 155 MB output (Qwen 0.5B: TTFT 530 -> 445 ms on 2 cores). Scoring passes 0."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    head = [n for n in graph.node if n.name.startswith("/lm_head/") and n.op_type == "MatMul"]
+    if len(head) != 1:
+        raise ValueError(f"expected one /lm_head/ MatMul in the builder's graph, found {len(head)}")
+    hidden = head[0].input[0]
+    kept = f"{hidden}_kept"
+    graph.input.append(helper.make_tensor_value_info(KEEP_INPUT, TensorProto.INT64, [1]))
+    graph.initializer.extend([numpy_helper.from_array(np.array([np.iinfo(np.int64).max]), "/lm_head/keep_end"),
+                              numpy_helper.from_array(np.array([1], np.int64), "/lm_head/keep_axis")])
+    at = list(graph.node).index(head[0])
+    graph.node.insert(at, helper.make_node("Slice", [hidden, "/lm_head/keep_start", "/lm_head/keep_end",
+                                                     "/lm_head/keep_axis"], [kept], name="/lm_head/Keep"))
+    graph.node.insert(at, helper.make_node("Neg", [KEEP_INPUT], ["/lm_head/keep_start"], name="/lm_head/KeepStart"))
+    head[0].input[0] = kept
+    for out in graph.output:
+        if out.name == "logits":
+            out.type.tensor_type.shape.dim[1].dim_param = "kept_length"
+
+
 def quantize_mixed(model):
-    """The served weights: down_proj 4-bit (MatMulNBits), every other MatMul dynamic int8 (MatMulInteger)."""
+    """The served weights: down_proj and lm_head 4-bit (MatMulNBits, NBITS), every other MatMul dynamic int8
+    (MatMulInteger, by quantize_dynamic afterwards)."""
     import logging
 
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
-    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and "/down_proj/" not in n.name]
-    cfg = DefaultWeightOnlyQuantConfig(is_symmetric=True, **DOWN_PROJ_4BIT)
-    q = MatMulNBitsQuantizer(model, is_symmetric=True, nodes_to_exclude=others, algo_config=cfg, **DOWN_PROJ_4BIT)
-    q.process()
-    return q.model.model
+    for pattern, blocks in NBITS.items():
+        others = [n.name for n in model.graph.node if n.op_type == "MatMul" and pattern not in n.name]
+        cfg = DefaultWeightOnlyQuantConfig(is_symmetric=True, **blocks)
+        q = MatMulNBitsQuantizer(model, is_symmetric=True, nodes_to_exclude=others, algo_config=cfg, **blocks)
+        q.process()
+        model = q.model.model
+    return model
 
 
 def _save(model, folder: Path) -> Path:
@@ -125,7 +169,7 @@ def _save(model, folder: Path) -> Path:
 
 def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path, down_proj: str = "4bit") -> int:
     """The base in each precision, LoRA-ready, into dst/<precision>/ (model.onnx, its data, genai_config.json);
-    int8's down_proj is 4-bit ("4bit") or left in fp32 ("fp32")."""
+    int8's down_proj and lm_head are 4-bit ("4bit"), or down_proj is left in fp32 and lm_head int8 ("fp32")."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -134,6 +178,7 @@ def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path, down_
     config = json.loads((raw / "genai_config.json").read_text())
     model = onnx.load(str(raw / "model.onnx"))
     _static_head_dim(model, int(config["model"]["decoder"]["head_size"]))
+    keep_last_logits(model)
     slots = find_gqa_slots(model.graph)  # by tensor names: the quantized graphs keep them (lora_graph's docstring)
     if not slots:
         raise ValueError(f"no LoRA-able projections in the builder's graph of {checkpoint}")
@@ -202,14 +247,16 @@ def export_gqa_base(checkpoint: Path, out_root: Path, precisions: list[str] | No
             refused_precision = str(refused).split(" export")[0].split()[-1]  # "lm int8 export differs ..."
             if down_proj != "4bit" or refused_precision != "int8":
                 raise
-            log.warning("int8 with a 4-bit down_proj refused (%s); rebuilding int8 with down_proj in fp32", refused)
+            log.warning("int8 with a 4-bit down_proj and lm_head refused (%s); rebuilding int8 with down_proj in "
+                        "fp32 and the lm_head in int8", refused)
             shutil.rmtree(tmp / "int8")
             build(Path(checkpoint), tmp, ["int8"], tools_dir(), down_proj="fp32")
             down_proj = "fp32"
             result.checks = check_export(result, model, tokenizer, tol)
     manifest = {"kind": ModelKind.LM, "key": key, "precisions": precisions, "checks": result.checks,
                 "checkpoint": str(checkpoint), "graph": "gqa", "gqa_format": GQA_FORMAT, "lora_slots": slots,
-                "int8_down_proj": down_proj,
+                "int8_down_proj": down_proj, "int8_lm_head": {"4bit": "4bit", "fp32": "int8"}.get(down_proj, "n/a"),
+                "nbits": NBITS if down_proj == "4bit" else None,
                 "builder": BUILDER_PACKAGES[0], "tolerance": asdict(tol), "seconds": round(time.time() - t0, 1)}
     return publish(result, out, manifest)
 

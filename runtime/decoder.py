@@ -159,7 +159,7 @@ class ContinuousDecoder:
 
     def _forward(self, ids, mask, past, pos, loras):
         self._set_loras(loras)
-        logits, new_past = self.lm.forward(ids, mask, past, pos)
+        logits, new_past = self.lm.forward(ids, mask, past, pos, keep=1)  # only the last is used
         return logits, {k: _host(v) for k, v in new_past.items()}
 
     def _prefill_step(self, req: _Request) -> None:

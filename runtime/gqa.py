@@ -46,7 +46,8 @@ class GqaCausalLM(OnnxCausalLM):
 
     def run_slots(self, first: int, ids: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
         """One forward pass over slots first .. first+n-1, in place. ids [n, s]: each row's next s tokens; lengths:
-        each row's length after them (cached + s). Returns logits [n, s, vocab]."""
+        each row's length after them (cached + s). Returns the logits of each row's last token, [n, 1, vocab]
+        (a graph with `logits_to_keep` computes no others)."""
         import onnxruntime as ort
 
         n = ids.shape[0]
@@ -65,8 +66,10 @@ class GqaCausalLM(OnnxCausalLM):
         b.bind_cpu_input("attention_mask", mask)
         for name, value in (self.lora.feeds.items() if self.lora is not None else ()):
             b.bind_cpu_input(name, np.ascontiguousarray(value))
+        if "logits_to_keep" in self.input_names:
+            b.bind_cpu_input("logits_to_keep", np.ones(1, np.int64))
         self.session.run_with_iobinding(b)
-        return b.get_outputs()[0].numpy()
+        return b.get_outputs()[0].numpy()[:, -1:]
 
     def move_slot(self, src: int, dst: int, length: int) -> None:
         """Copy a sequence's cache from one slot to another (packing the running rows after one leaves)."""

@@ -140,12 +140,16 @@ class OnnxCausalLM:
         return {n: np.zeros(shape, dtype=self.past_dtype) for n in self.past_names}
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, past: dict[str, np.ndarray],
-                position_ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                position_ids: np.ndarray, keep: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One pass; logits [batch, positions, vocab] of every position, or of the last `keep` ones where the graph
+        takes `logits_to_keep` (export/gqa_graph.py; other graphs return all positions)."""
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, **past}
         if self.lora is not None:
             feeds.update(self.lora.feeds)
         if "position_ids" in self.input_names:
             feeds["position_ids"] = position_ids
+        if "logits_to_keep" in self.input_names:
+            feeds["logits_to_keep"] = np.array([keep], np.int64)
         if self.io_binding:
             return self._forward_bound(feeds)
         outs = self.session.run(None, feeds)
@@ -183,7 +187,7 @@ class OnnxCausalLM:
         history = list(prompt_ids)
         generated: list[int] = []
         for _ in range(s.max_new_tokens):
-            logits, past = self.forward(ids, attn, past, pos)
+            logits, past = self.forward(ids, attn, past, pos, keep=1)
             tok = pick_token(logits[0, -1], s, history, rng, repeated_ngram_bans(generated, s.no_repeat_ngram))
             if tok in stop:
                 return
@@ -216,7 +220,7 @@ class OnnxCausalLM:
         out: list[list[int]] = [[] for _ in range(n)]
         done = np.zeros(n, dtype=bool)
         for _ in range(max_new_tokens):
-            logits, past = self.forward(ids, attn, past, pos)
+            logits, past = self.forward(ids, attn, past, pos, keep=1)
             nxt = logits[:, -1].argmax(-1)
             for i, t in enumerate(nxt):
                 if not done[i]:
@@ -236,7 +240,7 @@ class OnnxCausalLM:
         ids = np.asarray([list(prompt_ids)], dtype=np.int64)
         n = ids.shape[1]
         logits, _ = self.forward(ids, np.ones((1, n), np.int64), self.empty_past(1),
-                                 np.arange(n, dtype=np.int64)[None, :])
+                                 np.arange(n, dtype=np.int64)[None, :], keep=1)
         last = logits[0, -1].astype(np.float64)
         return last - (np.log(np.exp(last - last.max()).sum()) + last.max())
 

@@ -29,9 +29,28 @@ def test_the_fused_graph_is_checked_against_pytorch(gqa_export):
     manifest = json.loads((gqa_export.path / "manifest.json").read_text())
     assert manifest["graph"] == "gqa" and manifest["lora_slots"] == 2 * 5  # q/k/v packed: 5 projections a layer
     assert manifest["checks"]["fp32"]["kv_cache_greedy_equal"] and manifest["checks"]["int8"]["passed"]
-    ops = {n.op_type for n in onnx.load(str(gqa_export.onnx("int8")), load_external_data=False).graph.node}
-    # fused attention, int8 MatMuls with the 4-bit down_proj, and no per-step copy or expansion of the cache
+    nodes = onnx.load(str(gqa_export.onnx("int8")), load_external_data=False).graph.node
+    ops = {n.op_type for n in nodes}
+    # fused attention, int8 MatMuls with the 4-bit down_proj and lm_head, no per-step copy or expansion of the cache
     assert {"GroupQueryAttention", "MatMulInteger", "MatMulNBits"} <= ops and not {"Expand", "Concat"} & ops
+    assert {n.name.split("/")[-2] for n in nodes if n.op_type == "MatMulNBits"} == {"down_proj", "lm_head"}
+    assert manifest["int8_down_proj"] == "4bit" and manifest["int8_lm_head"] == "4bit"
+
+
+def test_a_prefill_computes_the_last_position_logits_only(gqa_export, gqa_lm, tokenizer):
+    """logits_to_keep: 1 gives exactly the last row of the full logits (0), and run_slots asks for it."""
+    from export.onnx_export import _ort_full_logits
+    from runtime.adapters import no_adapter
+
+    ids = tokenizer(PROMPTS[1]).input_ids
+    full = _ort_full_logits(gqa_lm.session, ids, "lm", no_adapter(gqa_lm.session))
+    assert full.shape[0] == len(ids)
+    n = len(ids)
+    last, _ = gqa_lm.forward(np.asarray([ids]), np.ones((1, n), np.int64), gqa_lm.empty_past(1),
+                             np.arange(n)[None, :], keep=1)
+    assert last.shape == (1, 1, full.shape[-1]) and np.allclose(last[0, 0], full[-1], atol=1e-5)
+    slot = gqa_lm.run_slots(3, np.asarray([ids]), [n])
+    assert slot.shape == (1, 1, full.shape[-1]) and np.allclose(slot[0, 0], full[-1], atol=1e-5)
 
 
 def test_adapters_on_the_packed_projection_equal_pytorch_peft(tiny_lm_dir, adapters, gqa_lm, tokenizer):
@@ -175,7 +194,7 @@ def test_int8_with_a_refused_4bit_down_proj_is_rebuilt_with_it_in_fp32(tiny_lm_d
 
     real = gqa.quantize_mixed
 
-    def broken_down_proj(model):  # the 4-bit down_proj made useless: the int8 check must refuse it
+    def broken_down_proj(model):  # the 4-bit weights made useless: the int8 check must refuse them
         model = real(model)
         for init in model.graph.initializer:
             if "down_proj" in init.name and init.data_type == onnx.TensorProto.UINT8:
@@ -185,6 +204,7 @@ def test_int8_with_a_refused_4bit_down_proj_is_rebuilt_with_it_in_fp32(tiny_lm_d
     monkeypatch.setattr(gqa, "quantize_mixed", broken_down_proj)
     result = gqa.export_gqa_base(tiny_lm_dir, tmp_path, ["fp32", "int8"])
     manifest = json.loads((result.path / "manifest.json").read_text())
-    assert manifest["int8_down_proj"] == "fp32" and manifest["checks"]["int8"]["passed"]
+    assert manifest["int8_down_proj"] == "fp32" and manifest["int8_lm_head"] == "int8"
+    assert manifest["checks"]["int8"]["passed"]
     ops = {n.op_type for n in onnx.load(str(result.onnx("int8")), load_external_data=False).graph.node}
     assert "MatMulInteger" in ops and "MatMulNBits" not in ops

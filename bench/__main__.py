@@ -175,9 +175,24 @@ def int8_vs_fp32_metric(task_name: str, n: int) -> dict:
     return out
 
 
+def classification(task: str, r: str) -> list[str]:
+    """The classifier's table: PyTorch eager vs ONNX Runtime fp32 and int8, accuracy on the validation split."""
+    version, ckpt, onnx_dir, _ = model_paths(task)
+    c = run_variants("classify", ckpt, onnx_dir, r, ["--task", task])
+    base = c["PyTorch eager fp32"]
+    lines = [f"### Classification: `{task}` ({version})", "",
+             "| variant | texts/s batch 1 | texts/s batch 32 (sorted) | x PyTorch (b32) | validation accuracy | peak RSS MB |",
+             "|---|---|---|---|---|---|"]
+    for name, m in c.items():
+        lines.append(f"| {name} | {m['texts_per_s_b1']:.1f} | {m['texts_per_s_b32']:.1f} | "
+                     f"{m['texts_per_s_b32'] / base['texts_per_s_b32']:.2f} | {m['accuracy']:.4f} (n={m['n_val']}) | "
+                     f"{m['peak_rss_mb']:.0f} |")
+    return lines + [""]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--classify-task", default="sentiment")
+    p.add_argument("--classify-task", default="sentiment", help="'' skips the classifier's table")
     p.add_argument("--generate-task", default="summarize")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--metric-n", type=int, default=60, help="validation examples for the LM int8-vs-fp32 metric")
@@ -194,18 +209,8 @@ def main(argv=None) -> int:
 
     cuda = _cuda_available()
 
-    # classification
-    version, ckpt, onnx_dir, _ = model_paths(args.classify_task)
-    c = run_variants("classify", ckpt, onnx_dir, r, ["--task", args.classify_task])
-    base = c["PyTorch eager fp32"]
-    lines += [f"### Classification: `{args.classify_task}` ({version})", "",
-              "| variant | texts/s batch 1 | texts/s batch 32 (sorted) | x PyTorch (b32) | held-out accuracy | peak RSS MB |",
-              "|---|---|---|---|---|---|"]
-    for name, m in c.items():
-        lines.append(f"| {name} | {m['texts_per_s_b1']:.1f} | {m['texts_per_s_b32']:.1f} | "
-                     f"{m['texts_per_s_b32'] / base['texts_per_s_b32']:.2f} | {m['accuracy']:.4f} (n={m['n_test']}) | "
-                     f"{m['peak_rss_mb']:.0f} |")
-    lines.append("")
+    if args.classify_task:
+        lines += classification(args.classify_task, r)
 
     # generation (on a CUDA host also PyTorch fp16 vs ONNX Runtime fp16 with IO binding)
     version, ckpt, onnx_dir, adapter = model_paths(args.generate_task)

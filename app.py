@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_logging()
 
-    from app.ui import build_demo, configure_queue, launch_options
-
     from config import settings
 
-    service = create_service(build_missing=not args.no_prepare)
+    service = create_service(build_missing=not args.no_prepare)  # the loader starts before gradio is imported
+    from app.ui import build_demo, configure_queue, launch_options
+
     store = create_store()
     s = settings()
     demo = build_demo(service, store, s.admin_token)

@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 
 from export.lora_graph import LoraSlot, add_lora_inputs
+from runtime.lm import KEEP_INPUT
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,6 @@ def _static_head_dim(model, head_dim: int) -> None:
             v.type.tensor_type.shape.dim[3].dim_value = head_dim
 
 
-KEEP_INPUT = "logits_to_keep"
-
-
 def keep_last_logits(model) -> None:
     """A `logits_to_keep` input [1] (int64): the lm_head sees only each row's last k positions (0: all of them).
 
@@ -129,7 +127,7 @@ def keep_last_logits(model) -> None:
     hidden = head[0].input[0]
     kept = f"{hidden}_kept"
     graph.input.append(helper.make_tensor_value_info(KEEP_INPUT, TensorProto.INT64, [1]))
-    graph.initializer.extend([numpy_helper.from_array(np.array([np.iinfo(np.int64).max]), "/lm_head/keep_end"),
+    graph.initializer.extend([numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "/lm_head/keep_end"),
                               numpy_helper.from_array(np.array([1], np.int64), "/lm_head/keep_axis")])
     at = list(graph.node).index(head[0])
     graph.node.insert(at, helper.make_node("Slice", [hidden, "/lm_head/keep_start", "/lm_head/keep_end",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.lm import KEEP_INPUT
 from runtime.registry import ModelKind
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,8 @@ def _ort_full_logits(session, ids: list[int], kind: str, lora=None) -> np.ndarra
              **(lora.feeds if lora is not None else {})}
     if "position_ids" in names:
         feeds["position_ids"] = np.arange(n, dtype=np.int64)[None, :]
-    if "logits_to_keep" in names:
-        feeds["logits_to_keep"] = np.zeros(1, np.int64)  # every position
+    if KEEP_INPUT in names:
+        feeds[KEEP_INPUT] = np.zeros(1, np.int64)  # every position
     for i in session.get_inputs():
         if i.name.startswith("past_key_values."):
             dt = np.float16 if i.type == "tensor(float16)" else np.float32

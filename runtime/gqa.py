@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.lm import OnnxCausalLM
+from runtime.lm import KEEP_INPUT, OnnxCausalLM
 
 
 def is_gqa_export(onnx_path: Path) -> bool:
@@ -66,8 +66,8 @@ class GqaCausalLM(OnnxCausalLM):
         b.bind_cpu_input("attention_mask", mask)
         for name, value in (self.lora.feeds.items() if self.lora is not None else ()):
             b.bind_cpu_input(name, np.ascontiguousarray(value))
-        if "logits_to_keep" in self.input_names:
-            b.bind_cpu_input("logits_to_keep", np.ones(1, np.int64))
+        if self.keeps_logits:
+            b.bind_cpu_input(KEEP_INPUT, np.ones(1, np.int64))
         self.session.run_with_iobinding(b)
         return b.get_outputs()[0].numpy()[:, -1:]
 

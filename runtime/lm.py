@@ -15,6 +15,8 @@ from runtime.providers import Placement, open_session
 log = logging.getLogger(__name__)
 
 _NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+# A graph input that limits the lm_head to each row's last k positions, 0 meaning all (export/gqa_graph.py adds it)
+KEEP_INPUT = "logits_to_keep"
 
 
 class TokenConstraint(Protocol):
@@ -105,6 +107,7 @@ class OnnxCausalLM:
         self.io_binding = self.placement.device == "cuda" if io_binding is None else io_binding
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.keeps_logits = KEEP_INPUT in self.input_names
         past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
         self.past_names = [i.name for i in past]
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
@@ -148,8 +151,8 @@ class OnnxCausalLM:
             feeds.update(self.lora.feeds)
         if "position_ids" in self.input_names:
             feeds["position_ids"] = position_ids
-        if "logits_to_keep" in self.input_names:
-            feeds["logits_to_keep"] = np.array([keep], np.int64)
+        if self.keeps_logits:
+            feeds[KEEP_INPUT] = np.array([keep], np.int64)
         if self.io_binding:
             return self._forward_bound(feeds)
         outs = self.session.run(None, feeds)

@@ -114,7 +114,18 @@ def graph_of(cur: registry.ModelVersion) -> str:
     return "fused" if manifest.get("graph") == "gqa" else "optimum"
 
 
+def embedder_ready(s: Settings) -> bool:
+    from runtime.embedder import EXPORT_FOLDER, default_model_dir, onnx_export_of
+
+    return onnx_export_of(default_model_dir(), s.models_dir / EXPORT_FOLDER) is not None
+
+
 def ready(s: Settings, tasks: list[str]) -> bool:
+    """Every task's model and the retrieval embedder are built and current: serving can start as is."""
+    return embedder_ready(s) and tasks_ready(s, tasks)
+
+
+def tasks_ready(s: Settings, tasks: list[str]) -> bool:
     from export.base_model import expected_base_sha256
     from export.finetuned import has_adapter
 
@@ -138,12 +149,15 @@ def prepare_models(s: Settings, tasks: list[str], force: bool = False) -> None:
     adapter for that base (none, or one trained on another base) serves the un-tuned base, and says why.
     A base is exported un-tuned only when some task needs that fallback."""
     t_all = time.perf_counter()
-    if force or not ready(s, tasks):
+    if force or not tasks_ready(s, tasks):
         by_base: dict[str, list[str]] = {}
         for t in tasks:
             by_base.setdefault(task_base(s, t), []).append(t)
         for source, group in by_base.items():
             _prepare_on_base(s, source, group, force)
+    from export.embedder import build_embedder
+
+    build_embedder(s.models_dir, force=force)  # retrieval's model, so that serving never needs torch
     for t in tasks:
         log.info("task %s -> %s", t, registry.current(s.models_dir, t).version)
     log.info("all %d tasks ready in %.1f s", len(tasks), time.perf_counter() - t_all)

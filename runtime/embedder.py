@@ -18,33 +18,93 @@ def default_model_dir() -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "model")
 
 
+EXPORT_FOLDER = "embedder"  # under the models folder: the ONNX export `python -m export prepare` writes
+
+
+def source_fingerprint(model_dir: str) -> dict:
+    """What identifies the PyTorch model an ONNX export was made from (its folder and weight file size)."""
+    weights = Path(model_dir) / "model.safetensors"
+    return {"source": str(model_dir), "weights_bytes": weights.stat().st_size if weights.exists() else None}
+
+
+def onnx_export_of(model_dir: str, folder: Path) -> Path | None:
+    """`folder` if it holds an ONNX export of `model_dir` (its manifest names the same source), else None."""
+    import json
+
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = manifest.get("from") == source_fingerprint(model_dir) and (Path(folder) / "model.onnx").exists()
+    return Path(folder) if ok else None
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of the unmasked positions, L2-normalised (sentence-transformers' pooling for this model)."""
+    mask = mask[..., None].astype(np.float32)
+    vec = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+    return vec / np.clip(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-12, None)
+
+
 class Embedder:
-    """Mean-pooled, L2-normalised MiniLM embeddings (384-d). Loaded once, thread-safe."""
+    """Mean-pooled, L2-normalised MiniLM embeddings (384-d). Loaded once, thread-safe.
 
-    def __init__(self, model_dir: str | None = None, max_length: int = 128):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+    Served from its ONNX export when one exists (`onnx_folder`, written by `python -m export prepare`): ONNX
+    Runtime and the `tokenizers` library only, so serving never imports torch or transformers (~5 s of start and
+    ~0.3 GB). Without an export it falls back to PyTorch, and says so."""
 
+    def __init__(self, model_dir: str | None = None, max_length: int = 128, onnx_folder: Path | None = None):
         self.model_dir = model_dir or default_model_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.model = AutoModel.from_pretrained(self.model_dir).eval()
         self.max_length = max_length
         self._lock = threading.Lock()
-        self._torch = torch
-        log.info("embedder %s loaded", self.model_dir)
+        folder = onnx_export_of(self.model_dir, onnx_folder) if onnx_folder is not None else None
+        if folder is not None:
+            from config import settings
+            from runtime.providers import cuda_usable, open_session
+            from runtime.tokenizer import FastTokenizer
+
+            s = settings()
+            # "auto" without a usable CUDA asks for the CPU alone: ORT would print a CUDA load failure otherwise
+            provider = "cpu" if s.provider == "auto" and not cuda_usable() else s.provider
+            self.tokenizer = FastTokenizer(folder)
+            self.session, self.placement = open_session(folder / "model.onnx", "fp32", provider, s.ort_threads)
+            self._inputs = {i.name for i in self.session.get_inputs()}
+            self._run = self._run_onnx
+            log.info("embedder %s loaded from its ONNX export %s", self.model_dir, folder)
+        else:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+            self.model = AutoModel.from_pretrained(self.model_dir).eval()
+            self._torch = torch
+            self._run = self._run_torch
+            log.warning("embedder %s runs on PyTorch: no ONNX export in %s (python -m export prepare builds it)",
+                        self.model_dir, onnx_folder)
+
+    def _run_onnx(self, texts: list[str]) -> np.ndarray:
+        rows = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):  # right padding, as the PyTorch path
+            ids[i, :len(r)], mask[i, :len(r)] = r, 1
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
+        return mean_pool(hidden, mask)
+
+    def _run_torch(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        with torch.no_grad():
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+            hidden = self.model(**enc).last_hidden_state.numpy()
+        return mean_pool(hidden, enc["attention_mask"].numpy())
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        torch = self._torch
-        out = []
-        with self._lock, torch.no_grad():
-            for i in range(0, len(texts), batch_size):
-                enc = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(vec, dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
+        with self._lock:
+            out = [self._run(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
 
     def encode_cached(self, texts: list[str], cache_dir: Path) -> np.ndarray:
         """encode(texts), kept on disk by a hash of the model and every text: the same knowledge base is embedded
@@ -74,6 +134,13 @@ class Embedder:
         return vec
 
 
+def onnx_folder() -> Path:
+    """Where `python -m export prepare` puts the embedder's ONNX export (beside the models, git-ignored)."""
+    from config import settings
+
+    return settings().models_dir / EXPORT_FOLDER
+
+
 def cache_dir() -> Path:
     """Where embeddings of knowledge bases are kept (beside the models, git-ignored)."""
     from config import settings
@@ -89,5 +156,5 @@ def shared() -> Embedder:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = Embedder()
+            _shared = Embedder(onnx_folder=onnx_folder())
         return _shared

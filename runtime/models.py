@@ -43,9 +43,9 @@ class Backend:
 
 
 def _load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
+    from runtime.tokenizer import FastTokenizer  # not transformers: serving never imports torch (runtime/tokenizer.py)
 
-    return AutoTokenizer.from_pretrained(path)
+    return FastTokenizer(path)
 
 
 class ModelSet:

@@ -87,6 +87,30 @@ def tiny_classifier_export(tiny_classifier_dir, onnx_root):
 
 
 @pytest.fixture(scope="session")
+def embedder_onnx(tmp_path_factory) -> Path:
+    """The real retrieval embedder (MiniLM, from its wheel) exported to ONNX once per run, as prepare does."""
+    from export.embedder import build_embedder
+
+    return build_embedder(tmp_path_factory.mktemp("embedder-models"))
+
+
+@pytest.fixture
+def embedder_prepared(monkeypatch, embedder_onnx):
+    """prepare_models() in a test links the session's embedder export instead of exporting it again."""
+    import export.embedder
+
+    def link(models_dir, model_dir=None, force=False):
+        out = Path(models_dir) / embedder_onnx.name
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.symlink_to(embedder_onnx, target_is_directory=True)
+        return out
+
+    monkeypatch.setattr(export.embedder, "build_embedder", link)
+    return embedder_onnx
+
+
+@pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory, tiny_lm_export, tiny_classifier_export) -> Path:
     """A models folder whose registry serves the tiny LM for every task and the tiny classifier for finnews."""
     from runtime import registry

@@ -341,7 +341,7 @@ def _prepared_base(tmp_path: Path, tiny_lm_dir: Path, sha: str) -> Path:
 
 
 @pytest.fixture
-def tiny_prepare(tmp_path, monkeypatch, tiny_lm_dir, tiny_lm_export):
+def tiny_prepare(tmp_path, monkeypatch, tiny_lm_dir, tiny_lm_export, embedder_prepared):
     """prepare_models() over a tiny 'base' whose PREPARED.json records the Qwen hash, with the tiny export standing in."""
     import export.base_model
     import export.finetuned
@@ -436,7 +436,8 @@ def test_export_log_is_one_line_per_step(tiny_lm_dir, tmp_path, caplog, recwarn)
     assert not [r for r in caplog.records if r.name == "root"]
 
 
-def test_each_task_is_prepared_on_its_own_base(tmp_path, monkeypatch, tiny_lm_dir, tiny_lm_export):
+def test_each_task_is_prepared_on_its_own_base(tmp_path, monkeypatch, tiny_lm_dir, tiny_lm_export,
+                                                embedder_prepared):
     """NLPAPP_BASE_MODEL unset: every task is built on the base its module names (TrainConfig.base). A task whose
     adapter was trained on Qwen is merged into Qwen while a task without an adapter serves un-tuned SmolLM2;
     set, the setting puts every task on that one base (and the Qwen adapter is then refused, not merged)."""

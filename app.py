@@ -30,7 +30,8 @@ def create_service(build_missing: bool = True, background: bool = True):
         if not ready(s, list(REGISTRY)):
             log.info("models are not prepared yet: preparing (first start only, a few minutes)")
             prepare_models(s, list(REGISTRY))
-    models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads, s.max_batch, s.prefill_chunk)
+    models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads, s.max_batch, s.prefill_chunk,
+                      s.prefix_cache_mb)
     order = load_order()
     warmups = {n: REGISTRY[n].warmup for n in order if REGISTRY[n].warmup}
     if background:

@@ -63,6 +63,10 @@ class Settings:
     # Prompt tokens prefilled per step while others are decoding: bounds how long a long prompt holds their
     # streams up (~64 tokens of Qwen 0.5B int8 prefill is well under a second on 2 cores).
     prefill_chunk: int = field(default_factory=lambda: int(_env("NLPAPP_PREFILL_CHUNK", "64")))
+    # Memory for the KV cache of recent prompts' beginnings (runtime.decoder.PrefixCache; fused graph only): a tab's
+    # prompts share their system prompt, which is then prefilled once. 64 MB holds ~2,700 Qwen 0.5B positions.
+    # 0 turns it off.
+    prefix_cache_mb: float = field(default_factory=lambda: float(_env("NLPAPP_PREFIX_CACHE_MB", "64")))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
 

@@ -1,6 +1,7 @@
 """Load test: N concurrent gradio_client users mixing every tab and feedback against an app on loopback.
 
     python -m bench.load --url http://127.0.0.1:7860/ --users 32 --seconds 300 [--db sqlite:///data/feedback.sqlite3]
+                         [--inputs validation]
 
 Bounded in time and count, loopback only. Prints throughput, p50/p95/p99 latency per kind, errors, and
 (with --db) checks that every acknowledged feedback row is in the database.
@@ -19,12 +20,26 @@ from urllib.parse import urlparse
 LOAD_MAX_NEW_TOKENS = 16
 
 
-def request_args(task, rng: random.Random) -> list:
-    """One request's arguments for `task`: one of its sample inputs, then its controls' defaults."""
-    if not task.sample_inputs:
+def request_args(task, rng: random.Random, pool: list[dict] | None = None) -> list:
+    """One request's arguments for `task`: one of its sample inputs (or of `pool`'s rows, each with its own
+    options), then its controls' values (defaults where the row has none; short generations)."""
+    if pool:
+        row = rng.choice(pool)
+        text, options = row["text"], row.get("options") or {}
+    elif task.sample_inputs:
+        text, options = rng.choice(task.sample_inputs), {}
+    else:
         raise ValueError(f"task {task.name!r} declares no sample_inputs to load-test with")
-    return [rng.choice(task.sample_inputs)] + [LOAD_MAX_NEW_TOKENS if c.name == "max_new_tokens" else c.default
-                                               for c in task.controls]
+    return [text] + [LOAD_MAX_NEW_TOKENS if c.name == "max_new_tokens" else options.get(c.name, c.default)
+                     for c in task.controls]
+
+
+def validation_pools(tasks: list[str], n: int = 300) -> dict[str, list[dict]]:
+    """Each task's first n validation rows: distinct inputs, as real users send (a few sample inputs repeated
+    would let the prompt-prefix cache reuse whole prompts, which real traffic does not)."""
+    from tasks import build_data
+
+    return {name: build_data(name).val[:n] for name in tasks}
 
 
 @dataclass
@@ -48,7 +63,7 @@ def percentile(xs: list[float], p: float) -> float:
 
 
 def user(url: str, deadline: float, max_requests: int, stats: Stats, seed: int, tasks: list[str],
-         feedback_rate: float = 0.5):
+         feedback_rate: float = 0.5, pools: dict | None = None):
     from gradio_client import Client
 
     from tasks import REGISTRY
@@ -59,7 +74,7 @@ def user(url: str, deadline: float, max_requests: int, stats: Stats, seed: int, 
         if time.time() >= deadline:
             return
         name = rng.choice(tasks)
-        args = request_args(REGISTRY[name], rng)
+        args = request_args(REGISTRY[name], rng, (pools or {}).get(name))
         t = time.perf_counter()
         try:
             *_, answer_id = client.predict(*args, api_name=f"/{name}")
@@ -102,7 +117,7 @@ def _reuse_ssl_contexts() -> None:
 
 
 def run(url: str, users: int, seconds: float, max_requests: int = 10_000, tasks: list[str] | None = None,
-        db: str | None = None, feedback_rate: float = 0.5) -> dict:
+        db: str | None = None, feedback_rate: float = 0.5, inputs: str = "samples") -> dict:
     host = urlparse(url).hostname or ""
     if not (host == "localhost" or host.startswith("127.") or host == "::1"):
         raise SystemExit("the load test only targets loopback addresses")
@@ -110,10 +125,11 @@ def run(url: str, users: int, seconds: float, max_requests: int = 10_000, tasks:
 
     _reuse_ssl_contexts()
     tasks = tasks or list(REGISTRY)
+    pools = validation_pools(tasks) if inputs == "validation" else None
     stats = Stats()
     deadline = time.time() + seconds
     t0 = time.time()
-    threads = [threading.Thread(target=user, args=(url, deadline, max_requests, stats, i, tasks, feedback_rate),
+    threads = [threading.Thread(target=user, args=(url, deadline, max_requests, stats, i, tasks, feedback_rate, pools),
                                 daemon=True)
                for i in range(users)]
     for th in threads:
@@ -151,9 +167,11 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", help="comma-separated subset, e.g. sentiment,finnews")
     p.add_argument("--db", help="SQLAlchemy URL of the app's feedback database, to check rows landed")
     p.add_argument("--feedback-rate", type=float, default=0.5, help="share of answers a user rates (0: none)")
+    p.add_argument("--inputs", choices=["samples", "validation"], default="samples",
+                   help="each task's few sample inputs, or its validation rows (distinct inputs, own options)")
     args = p.parse_args(argv)
     report = run(args.url, args.users, args.seconds, args.max_requests,
-                 args.tasks.split(",") if args.tasks else None, args.db, args.feedback_rate)
+                 args.tasks.split(",") if args.tasks else None, args.db, args.feedback_rate, args.inputs)
     print(json.dumps(report, indent=1, ensure_ascii=False))
     return 0
 

@@ -71,6 +71,15 @@ class GqaCausalLM(OnnxCausalLM):
         self.session.run_with_iobinding(b)
         return b.get_outputs()[0].numpy()[:, -1:]
 
+    def read_slot(self, slot: int, length: int) -> dict[str, np.ndarray]:
+        """A copy of the first `length` positions of a slot's cache, per past input: [kv_heads, length, head_dim]."""
+        return {name: buf[slot, :, :length].copy() for name, buf in self._kv.items()}
+
+    def write_slot(self, slot: int, kv: dict[str, np.ndarray], length: int) -> None:
+        """Put the first `length` positions of `kv` (from read_slot) into a slot: its next run continues there."""
+        for name in self.past_names:
+            self._buffer(name)[slot, :, :length] = kv[name][:, :length]
+
     def move_slot(self, src: int, dst: int, length: int) -> None:
         """Copy a sequence's cache from one slot to another (packing the running rows after one leaves)."""
         for buf in self._kv.values():

@@ -52,10 +52,10 @@ class ModelSet:
     """Maps task name -> Backend. Sessions are cached by (export path, precision) so tasks share them."""
 
     def __init__(self, models_dir: Path, provider: str = "auto", precision: str = "auto", threads: int = 0,
-                 max_batch: int = 8, prefill_chunk: int = 64):
+                 max_batch: int = 8, prefill_chunk: int = 64, prefix_cache_mb: float = 64):
         self.models_dir = Path(models_dir)
         self.provider, self.precision, self.threads = provider, precision, threads
-        self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
+        self.max_batch, self.prefill_chunk, self.prefix_cache_mb = max_batch, prefill_chunk, prefix_cache_mb
         self._sessions: dict[tuple[str, str], tuple[object, Placement]] = {}
         self._decoders: dict[tuple[str, str], object] = {}
         self._backends: dict[str, Backend] = {}
@@ -82,7 +82,7 @@ class ModelSet:
             from runtime.decoder import decoder_for
 
             if key not in self._decoders:
-                self._decoders[key] = decoder_for(model, self.max_batch, self.prefill_chunk)
+                self._decoders[key] = decoder_for(model, self.max_batch, self.prefill_chunk, self.prefix_cache_mb)
             decoder = self._decoders[key]
         if mv.adapter:  # a view of the shared base session that applies this version's adapter
             from runtime.adapters import read_adapter

@@ -171,6 +171,69 @@ def test_an_answer_that_fills_its_cache_ends_there_and_the_others_go_on(gqa_lm, 
     assert [head, *first] == _solo(gqa_lm, None, short)
 
 
+def test_a_prompt_that_starts_like_an_earlier_one_prefills_only_the_rest(gqa_lm, adapters, tokenizer):
+    """A tab's prompts share their beginning (the system prompt): the second prompt takes those positions' cache
+    from the first and gets the tokens it gets alone; another adapter's prompt with the same beginning does not
+    (its keys and values differ), nor does anything once the cache is off."""
+    from runtime.adapters import read_adapter
+    from runtime.decoder import decoder_for
+    from runtime.lm import Sampling
+
+    loras = {n: read_adapter(f, gqa_lm.session, n) for n, f in adapters.items()}
+    system = tokenizer(" ".join(PROMPTS) * 2, add_special_tokens=False).input_ids
+    asks = [system + tokenizer(q, add_special_tokens=False).input_ids
+            for q in ("Where is my order?", "Can I return a used tent?", "Where is my order?")]
+    d = decoder_for(gqa_lm, 4, 16)
+    got = [list(d.stream(ids, Sampling(max_new_tokens=TOKENS), loras["a"])) for ids in asks[:2]]
+    assert got == [_solo(gqa_lm, loras["a"], ids) for ids in asks[:2]]
+    assert (d.prefixes.hits, d.prefixes.tokens_reused) == (1, len(system))
+    assert [e.tokens for e in d.prefixes.entries] == [system]  # cut to the shared beginning
+    other = list(d.stream(asks[2], Sampling(max_new_tokens=TOKENS), loras["b"]))
+    assert other == _solo(gqa_lm, loras["b"], asks[2]) and d.prefixes.hits == 1  # adapter b: nothing reused
+    again = list(d.stream(asks[2], Sampling(max_new_tokens=TOKENS), loras["b"]))  # a repeat: all but its last
+    assert again == other and d.prefixes.tokens_reused == len(system) + len(asks[2]) - 1
+    d.close()
+    off = decoder_for(gqa_lm, 4, 16, prefix_cache_mb=0)
+    assert off.prefixes is None and list(off.stream(asks[1], Sampling(max_new_tokens=TOKENS), loras["a"])) == got[1]
+    off.close()
+
+
+def test_concurrent_prompts_with_a_shared_beginning_each_get_their_own_answer(gqa_lm, adapters, tokenizer):
+    """Reused beginnings while other rows decode and leave (slots move, a prompt is half prefilled)."""
+    from runtime.adapters import read_adapter
+    from runtime.decoder import decoder_for
+    from runtime.lm import Sampling
+
+    loras = {n: read_adapter(f, gqa_lm.session, n) for n, f in adapters.items()}
+    system = tokenizer(" ".join(PROMPTS) * 3, add_special_tokens=False).input_ids
+    jobs = [(name, system + tokenizer(f"question {i} " * (i + 1), add_special_tokens=False).input_ids, 4 + 3 * i)
+            for i, name in enumerate(["a", "a", None, "a", "b", None, "a"])]
+    d = decoder_for(gqa_lm, 4, 16)
+    got = run_together(jobs, lambda job: list(d.stream(job[1], Sampling(max_new_tokens=job[2]), loras.get(job[0]))))
+    assert got == [_solo(gqa_lm, loras.get(name), ids, n) for name, ids, n in jobs]
+    assert d.prefixes.hits >= 1
+    d.close()
+
+
+def test_the_prefix_cache_keeps_to_its_budget_and_drops_the_least_recently_used():
+    from runtime.decoder import PrefixCache
+
+    def kv(n):
+        return {"past.0.key": np.zeros((2, n, 8), np.float32)}  # 64 bytes a position
+
+    cache = PrefixCache(budget_bytes=64 * 100, min_tokens=4)
+    lora = object()
+    cache.add(lora, list(range(60)), kv(60))
+    cache.add(lora, list(range(100, 130)), kv(30))
+    assert cache.lookup(lora, list(range(10)) + [7, 7]) == (cache.entries[-1], 10)  # cut to 10 positions
+    cache.add(lora, list(range(200, 270)), kv(70))  # 10 + 30 + 70 > 100 positions: the oldest use goes
+    assert [e.tokens[0] for e in cache.entries] == [0, 200]
+    assert cache.lookup(object(), list(range(20))) == (None, 0)  # another adapter
+    assert cache.lookup(lora, [0, 1, 2, 9]) == (None, 0)  # under min_tokens
+    cache.add(lora, list(range(500)), kv(500))  # bigger than the whole budget: not kept
+    assert len(cache.entries) == 2
+
+
 def test_int8_stays_close_to_fp32(gqa_export, tokenizer):
     from export.onnx_export import _ort_full_logits
     from runtime.adapters import no_adapter

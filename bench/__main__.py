@@ -233,6 +233,10 @@ def main(argv=None) -> int:
                 "--adapter", adapter, "--repeats", r)
         g["ONNX Runtime int8, served base graph, no adapter"] = worker(
             "generate", "--engine", "ort", "--precision", "int8", "--onnx", onnx_dir, "--ckpt", ckpt, "--repeats", r)
+        if Path(onnx_dir, "int8-decode", "model.onnx").exists():  # NLPAPP_DECODE_GRAPH=1 (off by default)
+            g["ONNX Runtime int8 prefill + int8-decode steps, base graph, no adapter"] = worker(
+                "generate", "--engine", "ort", "--precision", "int8", "--onnx", onnx_dir, "--ckpt", ckpt,
+                "--repeats", r, "--decode-graph")
     if args.genai:  # the peer runtime on the same base (no adapter), each precision built by its own builder
         from bench import genai
 

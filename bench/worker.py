@@ -139,7 +139,9 @@ def generate(args) -> dict:
 
         path = os.path.join(args.onnx, args.precision, "model.onnx")
         cls = GqaCausalLM if is_gqa_export(path) else OnnxCausalLM  # fused graph: decoded in place, in slots
-        lm = cls(path, tok, args.precision, "cuda" if args.precision == "fp16" else "cpu", threads=args.threads)
+        extra = {"decode_graph": args.decode_graph} if cls is GqaCausalLM else {}
+        lm = cls(path, tok, args.precision, "cuda" if args.precision == "fp16" else "cpu", threads=args.threads,
+                 **extra)
         if args.adapter:
             from runtime.adapters import read_adapter
 
@@ -172,6 +174,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--adapter", default="")
+    p.add_argument("--decode-graph", action="store_true", help="fused graph: decode steps on int8-decode")
     args = p.parse_args()
     res = classify(args) if args.kind == "classify" else generate(args)
     print("RESULT " + json.dumps(res))

@@ -30,7 +30,12 @@ class _Fixed:
 
 
 def open_version(models_dir, mv: registry.ModelVersion, precision: str = "auto") -> Backend:
-    return ModelSet(models_dir, "auto", precision).open(mv)
+    """`mv` opened as serving opens it (prompt-prefix cache and decode graph as set), in `precision`."""
+    from config import settings
+
+    s = settings()
+    return ModelSet(models_dir, "auto", precision, prefix_cache_mb=s.prefix_cache_mb,
+                    decode_graph=s.decode_graph).open(mv)
 
 
 def _service(task, backend, settings):

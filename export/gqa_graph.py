@@ -14,6 +14,11 @@ lm_head computing the last position only in a prefill (keep_last_logits; TTFT 64
   layer instead of 8.3 at block 32; dynamic int8 would be 2.7)
 - that, and the lm_head 4-bit too (block 32): ~400-490 ms, 49, ~160  <- served "int8" (GQA_FORMAT 2)
 - both in blocks of 128: ~400-480 ms, 50, ~175, but generation perplexity 48.4 where the served one has 47.0
+Then (2026-12-05, later; run_slots with rank-0 factors, 256-token prompt, two interleaved runs of 4 repeats):
+- served int8 (above): TTFT 393-395 ms, decode 44.5-46.9 tok/s batch 1, 202-215 batch 8
+- gate_proj and up_proj 4-bit too (block 128): 556-582 ms, 55.9-59.0, 206-208
+- every projection 4-bit, block 32 (onnxruntime-genai's recipe): 846-893 ms, 52.7-55.5, 155-164
+so prompts stay on int8 and one-token steps run on the second ("int8-decode", NBITS_DECODE), over the same cache.
 A decode step reads the lm_head's 136 M weights in 4 bits instead of 8. Against fp32 on validation (120 rows):
 perplexity of the generate adapter's continuations 47.0 vs 42.8 (the block-32 down_proj with an int8 lm_head:
 45.0; block 128 with it: 46.1), translate chrF 55.68 vs 56.19, summarize ROUGE-L 0.409 vs 0.403.
@@ -41,16 +46,24 @@ import sys
 from pathlib import Path
 
 from export.lora_graph import LoraSlot, add_lora_inputs
+from runtime.gqa import DECODE_SUFFIX
 from runtime.lm import KEEP_INPUT
 
 log = logging.getLogger(__name__)
 
-GQA_FORMAT = 2  # bump when the build or the patch changes: cached exports are then rebuilt (2: logits_to_keep)
+# bump when the build or the patch changes: cached exports are then rebuilt (2: logits_to_keep; 3: int8-decode)
+GQA_FORMAT = 3
 GENAI = "onnxruntime-genai==0.18.0"
 # transformers 5 wants a newer hub and tokenizers than the stack pins; they only ever load in the builder's process
 BUILDER_PACKAGES = (GENAI, "transformers==5.24.0", "huggingface-hub==1.31.0", "tokenizers==0.23.1")
 # 4-bit MatMuls (symmetric, accuracy level 4) and their block sizes; the module docstring says why
 NBITS = {"/down_proj/": dict(block_size=128, accuracy_level=4), "/lm_head/": dict(block_size=32, accuracy_level=4)}
+# The decode graph ("int8-decode", DECODE_SUFFIX): the MLP's gate and up projections 4-bit as well (the largest
+# weights a decode step reads), q/k/v and o still int8. A prefill on it would be ~45% slower, so with
+# NLPAPP_DECODE_GRAPH=1 prompts stay on int8 and only one-token steps use this one (runtime/gqa.py). Off by default:
+# ~20% faster decoding, but translate lost 1.2 chrF on validation (gate/up in blocks of 32: 0.6; up alone: 0.4).
+NBITS_DECODE = {"/gate_proj/": dict(block_size=128, accuracy_level=4), "/up_proj/": dict(block_size=128, accuracy_level=4),
+                **NBITS}
 _PROJ = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(qkv_proj|o_proj|gate_proj|up_proj|down_proj)/MatMul(?:_Q4)?$")
 
 
@@ -139,15 +152,15 @@ def keep_last_logits(model) -> None:
             out.type.tensor_type.shape.dim[1].dim_param = "kept_length"
 
 
-def quantize_mixed(model):
-    """The served weights: down_proj and lm_head 4-bit (MatMulNBits, NBITS), every other MatMul dynamic int8
-    (MatMulInteger, by quantize_dynamic afterwards)."""
+def quantize_mixed(model, nbits: dict = NBITS):
+    """The served weights: down_proj and lm_head 4-bit (MatMulNBits, NBITS; NBITS_DECODE for the decode graph),
+    every other MatMul dynamic int8 (MatMulInteger, by quantize_dynamic afterwards)."""
     import logging
 
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
-    for pattern, blocks in NBITS.items():
+    for pattern, blocks in nbits.items():
         others = [n.name for n in model.graph.node if n.op_type == "MatMul" and pattern not in n.name]
         cfg = DefaultWeightOnlyQuantConfig(is_symmetric=True, **blocks)
         q = MatMulNBitsQuantizer(model, is_symmetric=True, nodes_to_exclude=others, algo_config=cfg, **blocks)
@@ -167,7 +180,8 @@ def _save(model, folder: Path) -> Path:
 
 def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path, down_proj: str = "4bit") -> int:
     """The base in each precision, LoRA-ready, into dst/<precision>/ (model.onnx, its data, genai_config.json);
-    int8's down_proj and lm_head are 4-bit ("4bit"), or down_proj is left in fp32 and lm_head int8 ("fp32")."""
+    int8's down_proj and lm_head are 4-bit ("4bit"), or down_proj is left in fp32 and lm_head int8 ("fp32");
+    int8-decode has gate_proj and up_proj 4-bit too."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -187,10 +201,11 @@ def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path, down_
     for precision in precisions:
         if precision == "fp32":
             out = onnx.load(str(fp32))
-        elif precision == "int8":
+        elif precision in ("int8", "int8" + DECODE_SUFFIX):
             exclude = []
             if down_proj == "4bit":
-                mixed = _save(quantize_mixed(onnx.load(str(fp32))), raw / "down4")
+                nbits = NBITS if precision == "int8" else NBITS_DECODE
+                mixed = _save(quantize_mixed(onnx.load(str(fp32)), nbits), raw / "down4")
             else:
                 mixed = fp32
                 exclude = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node
@@ -201,7 +216,7 @@ def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path, down_
             shutil.rmtree(raw / "down4", ignore_errors=True)
             out = onnx.load(str(raw / "int8.onnx"))
         else:
-            raise ValueError(f"the fused-attention base has no {precision} build (fp32, int8)")
+            raise ValueError(f"the fused-attention base has no {precision} build (fp32, int8, int8-decode)")
         add_lora_inputs(out, slots)
         _save(out, dst / precision)
         shutil.copy2(raw / "genai_config.json", dst / precision / "genai_config.json")  # marks the graph
@@ -222,7 +237,10 @@ def export_gqa_base(checkpoint: Path, out_root: Path, precisions: list[str] | No
                                     check_export, export_key, load_export, publish, quiet_export, staging_dir)
     from runtime.registry import ModelKind
 
-    precisions = precisions or ["fp32", "int8"]
+    precisions = list(precisions or ["fp32", "int8"])
+    decode = "int8" + DECODE_SUFFIX
+    if "int8" in precisions and decode not in precisions:
+        precisions.append(decode)  # int8's companion for one-token steps (runtime/gqa.py)
     key = export_key(checkpoint, f"lm-gqa-f{GQA_FORMAT}", precisions)
     out = Path(out_root) / f"lm-gqa-{key}"
     cached = load_export(out)
@@ -239,22 +257,31 @@ def export_gqa_base(checkpoint: Path, out_root: Path, precisions: list[str] | No
         model = _load_torch(checkpoint, ModelKind.LM)
         _untie_lm_head(model)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        try:
-            result.checks = check_export(result, model, tokenizer, tol)
-        except ExportRefused as refused:
-            refused_precision = str(refused).split(" export")[0].split()[-1]  # "lm int8 export differs ..."
-            if down_proj != "4bit" or refused_precision != "int8":
-                raise
-            log.warning("int8 with a 4-bit down_proj and lm_head refused (%s); rebuilding int8 with down_proj in "
-                        "fp32 and the lm_head in int8", refused)
-            shutil.rmtree(tmp / "int8")
-            build(Path(checkpoint), tmp, ["int8"], tools_dir(), down_proj="fp32")
-            down_proj = "fp32"
-            result.checks = check_export(result, model, tokenizer, tol)
-    manifest = {"kind": ModelKind.LM, "key": key, "precisions": precisions, "checks": result.checks,
+        for _ in range(3):  # at most: the decode graph dropped, int8 rebuilt
+            try:
+                result.checks = check_export(result, model, tokenizer, tol)
+                break
+            except ExportRefused as refused:
+                refused_precision = str(refused).split(" export")[0].split()[-1]  # "lm int8 export differs ..."
+                if down_proj != "4bit" or refused_precision not in ("int8", decode):
+                    raise
+                if decode in result.precisions:  # more 4-bit than int8 itself: it goes whichever was refused
+                    log.warning("the %s graph is not served: %s", decode, refused)
+                    shutil.rmtree(tmp / decode)
+                    result.precisions.remove(decode)
+                if refused_precision == "int8":
+                    log.warning("int8 with a 4-bit down_proj and lm_head refused (%s); rebuilding int8 with "
+                                "down_proj in fp32 and the lm_head in int8", refused)
+                    shutil.rmtree(tmp / "int8")
+                    build(Path(checkpoint), tmp, ["int8"], tools_dir(), down_proj="fp32")
+                    down_proj = "fp32"
+        else:
+            raise RuntimeError(f"the fused-attention export of {checkpoint} kept failing its checks")
+    manifest = {"kind": ModelKind.LM, "key": key, "precisions": result.precisions, "checks": result.checks,
                 "checkpoint": str(checkpoint), "graph": "gqa", "gqa_format": GQA_FORMAT, "lora_slots": slots,
                 "int8_down_proj": down_proj, "int8_lm_head": {"4bit": "4bit", "fp32": "int8"}.get(down_proj, "n/a"),
                 "nbits": NBITS if down_proj == "4bit" else None,
+                "decode_graph": {"int8": decode, "nbits": NBITS_DECODE} if decode in result.precisions else None,
                 "builder": BUILDER_PACKAGES[0], "tolerance": asdict(tol), "seconds": round(time.time() - t0, 1)}
     return publish(result, out, manifest)
 

@@ -21,6 +21,11 @@ import numpy as np
 from runtime.lm import KEEP_INPUT, OnnxCausalLM
 
 
+# A precision's companion graph for one-token steps, in the folder beside it (export/gqa_graph.py builds
+# "int8-decode": more of its weights 4-bit, so a decode step reads fewer bytes; prefill is faster on int8)
+DECODE_SUFFIX = "-decode"
+
+
 def is_gqa_export(onnx_path: Path) -> bool:
     return (Path(onnx_path).parent / "genai_config.json").exists()
 
@@ -31,12 +36,20 @@ class GqaCausalLM(OnnxCausalLM):
     in_place = True  # runtime.decoder picks the slot decoder for it
 
     def __init__(self, onnx_path: Path, tokenizer, precision: str, provider: str = "auto", threads: int = 0,
-                 io_binding: bool | None = None, slots: int = 8, max_len: int = 2048):
+                 io_binding: bool | None = None, slots: int = 8, max_len: int = 2048, decode_graph: bool = False):
         super().__init__(onnx_path, tokenizer, precision, provider, threads, io_binding=False)
         if self.placement.device != "cpu":
             # the slot views below are host arrays; a device-resident cache needs device buffers (not built yet)
             raise ValueError("the in-place KV cache runs on the CPU provider only")
         self.slots, self.max_len = slots, max_len
+        # decode_graph: one-token steps on the companion graph, when the export has one (same inputs, outputs and
+        # cache layout, so both sessions work on the same slot buffers: prefill here, decode there).
+        companion = Path(onnx_path).parent.parent / f"{precision}{DECODE_SUFFIX}" / "model.onnx"
+        self.decode_session = None
+        if decode_graph and not precision.endswith(DECODE_SUFFIX) and companion.exists():
+            from runtime.providers import open_session
+
+            self.decode_session, _ = open_session(companion, precision + DECODE_SUFFIX, "cpu", threads)
         self._kv: dict[str, np.ndarray] = {}  # shared by adapter views (copy.copy keeps the same dict)
 
     def _buffer(self, name: str) -> np.ndarray:
@@ -51,12 +64,13 @@ class GqaCausalLM(OnnxCausalLM):
         import onnxruntime as ort
 
         n = ids.shape[0]
+        session = self.decode_session if self.decode_session is not None and ids.shape[1] == 1 else self.session
         if first + n > self.slots or max(lengths) > self.max_len:
             raise ValueError(f"slots {first}..{first + n - 1} / length {max(lengths)} exceed the cache "
                              f"({self.slots} slots of {self.max_len} tokens)")
         lengths = np.asarray(lengths, np.int64)
         mask = (np.arange(int(lengths.max()))[None, :] < lengths[:, None]).astype(np.int64)
-        b = self.session.io_binding()
+        b = session.io_binding()
         b.bind_output("logits", "cpu")  # first: outputs come back in binding order
         for p, q in zip(self.past_names, self.present_names):
             view = ort.OrtValue.ortvalue_from_numpy(self._buffer(p)[first:first + n])  # no copy: the same memory
@@ -68,7 +82,7 @@ class GqaCausalLM(OnnxCausalLM):
             b.bind_cpu_input(name, np.ascontiguousarray(value))
         if self.keeps_logits:
             b.bind_cpu_input(KEEP_INPUT, np.ones(1, np.int64))
-        self.session.run_with_iobinding(b)
+        session.run_with_iobinding(b)
         return b.get_outputs()[0].numpy()[:, -1:]
 
     def read_slot(self, slot: int, length: int) -> dict[str, np.ndarray]:

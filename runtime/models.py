@@ -52,10 +52,12 @@ class ModelSet:
     """Maps task name -> Backend. Sessions are cached by (export path, precision) so tasks share them."""
 
     def __init__(self, models_dir: Path, provider: str = "auto", precision: str = "auto", threads: int = 0,
-                 max_batch: int = 8, prefill_chunk: int = 64, prefix_cache_mb: float = 64):
+                 max_batch: int = 8, prefill_chunk: int = 64, prefix_cache_mb: float = 64,
+                 decode_graph: bool = False):
         self.models_dir = Path(models_dir)
         self.provider, self.precision, self.threads = provider, precision, threads
         self.max_batch, self.prefill_chunk, self.prefix_cache_mb = max_batch, prefill_chunk, prefix_cache_mb
+        self.decode_graph = decode_graph
         self._sessions: dict[tuple[str, str], tuple[object, Placement]] = {}
         self._decoders: dict[tuple[str, str], object] = {}
         self._backends: dict[str, Backend] = {}
@@ -71,7 +73,8 @@ class ModelSet:
             tok = _load_tokenizer(Path(mv.path))
             onnx_path = Path(mv.path) / precision / "model.onnx"
             if mv.kind == ModelKind.LM and is_gqa_export(onnx_path):  # fused attention: its cache in place
-                model = GqaCausalLM(onnx_path, tok, precision, self.provider, self.threads, slots=self.max_batch)
+                model = GqaCausalLM(onnx_path, tok, precision, self.provider, self.threads, slots=self.max_batch,
+                                    decode_graph=self.decode_graph)
             else:
                 cls = OnnxCausalLM if mv.kind == ModelKind.LM else OnnxClassifier
                 model = cls(onnx_path, tok, precision, self.provider, self.threads)

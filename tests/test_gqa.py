@@ -37,6 +37,34 @@ def test_the_fused_graph_is_checked_against_pytorch(gqa_export):
     assert manifest["int8_down_proj"] == "4bit" and manifest["int8_lm_head"] == "4bit"
 
 
+def test_decode_steps_run_on_the_4bit_companion_and_prompts_on_int8(gqa_export, tokenizer):
+    """int8-decode: gate/up 4-bit too, checked like int8. With decode_graph (NLPAPP_DECODE_GRAPH=1) an int8 model
+    prefills on int8 and runs one-token steps on the companion, over the same slot cache; by default every step
+    stays on int8."""
+    import onnx
+
+    from runtime.gqa import GqaCausalLM
+
+    manifest = json.loads((gqa_export.path / "manifest.json").read_text())
+    assert manifest["precisions"] == ["fp32", "int8", "int8-decode"] and manifest["checks"]["int8-decode"]["passed"]
+    assert manifest["decode_graph"]["int8"] == "int8-decode"
+    nodes = onnx.load(str(gqa_export.onnx("int8-decode")), load_external_data=False).graph.node
+    assert {n.name.split("/")[-2] for n in nodes if n.op_type == "MatMulNBits"} == {
+        "gate_proj", "up_proj", "down_proj", "lm_head"}
+    served = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=2, max_len=128, decode_graph=True)
+    plain = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=2, max_len=128)  # the default
+    companion = GqaCausalLM(gqa_export.onnx("int8-decode"), tokenizer, "int8-decode", "cpu", slots=2, max_len=128)
+    assert served.decode_session is not None and plain.decode_session is None and companion.decode_session is None
+    ids = tokenizer(PROMPTS[2]).input_ids
+    n = len(ids)
+    prefill = [m.run_slots(0, np.asarray([ids]), [n]) for m in (served, plain)]
+    np.testing.assert_array_equal(prefill[0], prefill[1])  # the prompt: int8 in both
+    companion.write_slot(0, served.read_slot(0, n), n)  # the same cache, so the companion's step is comparable
+    step = [m.run_slots(0, np.asarray([[ids[-1]]]), [n + 1]) for m in (served, plain, companion)]
+    np.testing.assert_allclose(step[0], step[2], atol=1e-5)  # the served step ran on the companion
+    assert not np.allclose(step[0], step[1], atol=1e-5)  # which is not int8
+
+
 def test_a_prefill_computes_the_last_position_logits_only(gqa_export, gqa_lm, tokenizer):
     """logits_to_keep: 1 gives exactly the last row of the full logits (0), and run_slots asks for it."""
     from export.onnx_export import _ort_full_logits
@@ -257,8 +285,8 @@ def test_int8_with_a_refused_4bit_down_proj_is_rebuilt_with_it_in_fp32(tiny_lm_d
 
     real = gqa.quantize_mixed
 
-    def broken_down_proj(model):  # the 4-bit weights made useless: the int8 check must refuse them
-        model = real(model)
+    def broken_down_proj(model, nbits=gqa.NBITS):  # the 4-bit weights made useless: the int8 check must refuse them
+        model = real(model, nbits)
         for init in model.graph.initializer:
             if "down_proj" in init.name and init.data_type == onnx.TensorProto.UINT8:
                 init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), 0x0F), init.name))
@@ -269,5 +297,8 @@ def test_int8_with_a_refused_4bit_down_proj_is_rebuilt_with_it_in_fp32(tiny_lm_d
     manifest = json.loads((result.path / "manifest.json").read_text())
     assert manifest["int8_down_proj"] == "fp32" and manifest["int8_lm_head"] == "int8"
     assert manifest["checks"]["int8"]["passed"]
+    # the decode companion (more 4-bit still) is not served either
+    assert "int8-decode" not in manifest["precisions"] and manifest["decode_graph"] is None
+    assert not (result.path / "int8-decode").exists()
     ops = {n.op_type for n in onnx.load(str(result.onnx("int8")), load_external_data=False).graph.node}
     assert "MatMulInteger" in ops and "MatMulNBits" not in ops

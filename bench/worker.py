@@ -139,7 +139,7 @@ def generate(args) -> dict:
 
         path = os.path.join(args.onnx, args.precision, "model.onnx")
         cls = GqaCausalLM if is_gqa_export(path) else OnnxCausalLM  # fused graph: decoded in place, in slots
-        extra = {"decode_graph": args.decode_graph} if cls is GqaCausalLM else {}
+        extra = {"decode_graph": not args.no_decode_graph} if cls is GqaCausalLM else {}
         lm = cls(path, tok, args.precision, "cuda" if args.precision == "fp16" else "cpu", threads=args.threads,
                  **extra)
         if args.adapter:
@@ -174,7 +174,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--adapter", default="")
-    p.add_argument("--decode-graph", action="store_true", help="fused graph: decode steps on int8-decode")
+    p.add_argument("--no-decode-graph", action="store_true",
+                   help="fused graph: decode steps on int8 too (served: on int8-decode, NLPAPP_DECODE_GRAPH)")
     args = p.parse_args()
     res = classify(args) if args.kind == "classify" else generate(args)
     print("RESULT " + json.dumps(res))

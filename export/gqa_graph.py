@@ -59,9 +59,10 @@ BUILDER_PACKAGES = (GENAI, "transformers==5.24.0", "huggingface-hub==1.31.0", "t
 # 4-bit MatMuls (symmetric, accuracy level 4) and their block sizes; the module docstring says why
 NBITS = {"/down_proj/": dict(block_size=128, accuracy_level=4), "/lm_head/": dict(block_size=32, accuracy_level=4)}
 # The decode graph ("int8-decode", DECODE_SUFFIX): the MLP's gate and up projections 4-bit as well (the largest
-# weights a decode step reads), q/k/v and o still int8. A prefill on it would be ~45% slower, so with
-# NLPAPP_DECODE_GRAPH=1 prompts stay on int8 and only one-token steps use this one (runtime/gqa.py). Off by default:
-# ~20% faster decoding, but translate lost 1.2 chrF on validation (gate/up in blocks of 32: 0.6; up alone: 0.4).
+# weights a decode step reads), q/k/v and o still int8. A prefill on it would be ~45% slower, so prompts stay on
+# int8 and only one-token steps use this one (runtime/gqa.py, NLPAPP_DECODE_GRAPH). Translation lost 1.2 chrF on
+# validation with it (gate/up in blocks of 32: 0.6; up alone: 0.4) and keeps its steps on int8; summarize, qa
+# and generate did not lose (BENCHMARKS.md).
 NBITS_DECODE = {"/gate_proj/": dict(block_size=128, accuracy_level=4), "/up_proj/": dict(block_size=128, accuracy_level=4),
                 **NBITS}
 _PROJ = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(qkv_proj|o_proj|gate_proj|up_proj|down_proj)/MatMul(?:_Q4)?$")

@@ -336,7 +336,8 @@ class SlotDecoder(ContinuousDecoder):
                 req.prefilled = req.reused
         end = n if not self._rows else min(n, req.prefilled + self.prefill_chunk)
         self._set_loras([req.lora])
-        logits = self.lm.run_slots(slot, np.asarray([req.prompt[req.prefilled:end]], np.int64), [end])
+        logits = self.lm.run_slots(slot, np.asarray([req.prompt[req.prefilled:end]], np.int64), [end],
+                                   req.sampling.decode_graph)
         req.prefilled = end
         if end < n:
             return
@@ -375,7 +376,9 @@ class SlotDecoder(ContinuousDecoder):
             return
         rows = self._rows
         self._set_loras([r.lora for r in rows])
-        logits = self.lm.run_slots(0, np.asarray([[r.last] for r in rows], np.int64), [r.length + 1 for r in rows])
+        # the decode graph only when every row's task allows it (Sampling.decode_graph): one session a step
+        logits = self.lm.run_slots(0, np.asarray([[r.last] for r in rows], np.int64), [r.length + 1 for r in rows],
+                                   all(r.sampling.decode_graph for r in rows))
         for r in rows:
             r.length += 1
         self._after_step(logits)

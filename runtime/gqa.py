@@ -13,6 +13,7 @@ rows are not left-padded: this attention finds a row's length from its mask, not
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -20,10 +21,16 @@ import numpy as np
 
 from runtime.lm import KEEP_INPUT, OnnxCausalLM
 
+log = logging.getLogger(__name__)
+
 
 # A precision's companion graph for one-token steps, in the folder beside it (export/gqa_graph.py builds
 # "int8-decode": more of its weights 4-bit, so a decode step reads fewer bytes; prefill is faster on int8)
 DECODE_SUFFIX = "-decode"
+# ... for steps of at most this many rows. Measured (run_slots, 64-80 positions, tok/s decode graph vs int8): batch 1
+# 63.0 vs 48.8, 2: 115.6 vs 87.7, 4: 156.8 vs 135.4, 6: 179.0 vs 170.6, 8: 183.9 vs 183.5; `python -m bench`'s batch 8
+# (256-token prompts) twice had int8 ahead (216 vs 168, 205 vs 178). Busy servers batch ~7 rows: they stay on int8.
+DECODE_GRAPH_MAX_ROWS = 4
 
 
 def is_gqa_export(onnx_path: Path) -> bool:
@@ -36,35 +43,58 @@ class GqaCausalLM(OnnxCausalLM):
     in_place = True  # runtime.decoder picks the slot decoder for it
 
     def __init__(self, onnx_path: Path, tokenizer, precision: str, provider: str = "auto", threads: int = 0,
-                 io_binding: bool | None = None, slots: int = 8, max_len: int = 2048, decode_graph: bool = False):
+                 io_binding: bool | None = None, slots: int = 8, max_len: int = 2048, decode_graph: bool = False,
+                 decode_graph_background: bool = False):
         super().__init__(onnx_path, tokenizer, precision, provider, threads, io_binding=False)
         if self.placement.device != "cpu":
             # the slot views below are host arrays; a device-resident cache needs device buffers (not built yet)
             raise ValueError("the in-place KV cache runs on the CPU provider only")
         self.slots, self.max_len = slots, max_len
         # decode_graph: one-token steps on the companion graph, when the export has one (same inputs, outputs and
-        # cache layout, so both sessions work on the same slot buffers: prefill here, decode there).
+        # cache layout, so both sessions work on the same slot buffers: prefill here, decode there). In the
+        # background, steps run on int8 until it is open (opening it cost ~1.3 s of a start, measured).
         companion = Path(onnx_path).parent.parent / f"{precision}{DECODE_SUFFIX}" / "model.onnx"
-        self.decode_session = None
+        self._companion: dict = {}  # shared by adapter views (copy.copy), so a late session reaches them all
         if decode_graph and not precision.endswith(DECODE_SUFFIX) and companion.exists():
-            from runtime.providers import open_session
+            def open_companion():
+                from runtime.providers import open_session
 
-            self.decode_session, _ = open_session(companion, precision + DECODE_SUFFIX, "cpu", threads)
+                try:
+                    self._companion["session"] = open_session(companion, precision + DECODE_SUFFIX, "cpu", threads)[0]
+                except Exception:  # noqa: BLE001 - decoding goes on on int8
+                    log.exception("the decode graph %s could not be opened; decode steps stay on %s", companion,
+                                  precision)
+
+            if decode_graph_background:
+                import threading
+
+                threading.Thread(target=open_companion, name="decode-graph-loader", daemon=True).start()
+            else:
+                open_companion()
         self._kv: dict[str, np.ndarray] = {}  # shared by adapter views (copy.copy keeps the same dict)
+
+    @property
+    def decode_session(self):
+        """The companion graph's session for one-token steps; None where there is none (or not open yet)."""
+        return self._companion.get("session")
 
     def _buffer(self, name: str) -> np.ndarray:
         if name not in self._kv:
             self._kv[name] = np.zeros((self.slots, self.kv_heads, self.max_len, self.head_dim), self.past_dtype)
         return self._kv[name]
 
-    def run_slots(self, first: int, ids: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+    def run_slots(self, first: int, ids: np.ndarray, lengths: Sequence[int], decode_graph: bool = True) -> np.ndarray:
         """One forward pass over slots first .. first+n-1, in place. ids [n, s]: each row's next s tokens; lengths:
         each row's length after them (cached + s). Returns the logits of each row's last token, [n, 1, vocab]
-        (a graph with `logits_to_keep` computes no others)."""
+        (a graph with `logits_to_keep` computes no others). One-token steps of up to DECODE_GRAPH_MAX_ROWS rows
+        run on the decode graph when this model has one and `decode_graph` allows it."""
         import onnxruntime as ort
 
         n = ids.shape[0]
-        session = self.decode_session if self.decode_session is not None and ids.shape[1] == 1 else self.session
+        decode_session = self.decode_session
+        companion = (decode_graph and decode_session is not None and ids.shape[1] == 1
+                     and ids.shape[0] <= DECODE_GRAPH_MAX_ROWS)
+        session = decode_session if companion else self.session
         if first + n > self.slots or max(lengths) > self.max_len:
             raise ValueError(f"slots {first}..{first + n - 1} / length {max(lengths)} exceed the cache "
                              f"({self.slots} slots of {self.max_len} tokens)")

@@ -36,6 +36,7 @@ class Sampling:
     no_repeat_ngram: int = 0  # >0: never generate an n-gram of this size twice (stops loops in small models)
     seed: int | None = None
     constraint: TokenConstraint | None = None  # stateful: one per request
+    decode_graph: bool = True  # its one-token steps may run on a 4-bit decode graph where the model has one
 
 
 def stop_token_ids(tokenizer) -> set[int]:

@@ -53,7 +53,7 @@ class ModelSet:
 
     def __init__(self, models_dir: Path, provider: str = "auto", precision: str = "auto", threads: int = 0,
                  max_batch: int = 8, prefill_chunk: int = 64, prefix_cache_mb: float = 64,
-                 decode_graph: bool = False):
+                 decode_graph: bool = True):
         self.models_dir = Path(models_dir)
         self.provider, self.precision, self.threads = provider, precision, threads
         self.max_batch, self.prefill_chunk, self.prefix_cache_mb = max_batch, prefill_chunk, prefix_cache_mb
@@ -74,7 +74,7 @@ class ModelSet:
             onnx_path = Path(mv.path) / precision / "model.onnx"
             if mv.kind == ModelKind.LM and is_gqa_export(onnx_path):  # fused attention: its cache in place
                 model = GqaCausalLM(onnx_path, tok, precision, self.provider, self.threads, slots=self.max_batch,
-                                    decode_graph=self.decode_graph)
+                                    decode_graph=self.decode_graph, decode_graph_background=True)
             else:
                 cls = OnnxCausalLM if mv.kind == ModelKind.LM else OnnxClassifier
                 model = cls(onnx_path, tok, precision, self.provider, self.threads)

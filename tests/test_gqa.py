@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -63,6 +64,41 @@ def test_decode_steps_run_on_the_4bit_companion_and_prompts_on_int8(gqa_export, 
     step = [m.run_slots(0, np.asarray([[ids[-1]]]), [n + 1]) for m in (served, plain, companion)]
     np.testing.assert_allclose(step[0], step[2], atol=1e-5)  # the served step ran on the companion
     assert not np.allclose(step[0], step[1], atol=1e-5)  # which is not int8
+    # serving opens it in the background (start time): steps run on int8 until then, and a view made before it
+    # opened (the decoder's, with_adapter) sees it once it is open
+    late = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=2, max_len=128, decode_graph=True,
+                       decode_graph_background=True)
+    view = late.with_adapter(late.lora)
+    deadline = time.time() + 60
+    while view.decode_session is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert view.decode_session is late.decode_session is not None
+
+
+def test_a_task_that_opts_out_of_the_decode_graph_decodes_on_int8(gqa_export, tokenizer, monkeypatch):
+    """Sampling.decode_graph (from the task's Decoding.quantized_decode): a request that opts out runs every step on
+    int8 (its tokens are int8's alone); one that does not runs its one-token steps on the companion, while a step
+    has at most DECODE_GRAPH_MAX_ROWS rows."""
+    from runtime.decoder import decoder_for
+    from runtime.gqa import GqaCausalLM
+    from runtime.lm import Sampling
+
+    served = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=2, max_len=256, decode_graph=True)
+    steps = []
+    real = served.decode_session.run_with_iobinding
+    served.decode_session.run_with_iobinding = lambda *a, **k: steps.append(1) or real(*a, **k)
+    ids = tokenizer(PROMPTS[0]).input_ids
+    d = decoder_for(served, 2, 16, prefix_cache_mb=0)
+    kept = list(d.stream(ids, Sampling(max_new_tokens=TOKENS, decode_graph=False, no_repeat_ngram=0)))
+    assert not steps and kept == _solo(served, None, ids)  # OnnxCausalLM.generate: all on the int8 session
+    fast = list(d.stream(ids, Sampling(max_new_tokens=TOKENS)))
+    d.close()
+    assert len(steps) == len(fast) - 1  # every step after the prefill's token ran on the companion
+    served.run_slots(0, np.full((2, 1), ids[-1]), [len(ids) + 1] * 2)  # two rows: still the companion
+    assert len(steps) == len(fast)
+    monkeypatch.setattr("runtime.gqa.DECODE_GRAPH_MAX_ROWS", 1)  # more rows than that: int8
+    served.run_slots(0, np.full((2, 1), ids[-1]), [len(ids) + 1] * 2)
+    assert len(steps) == len(fast)
 
 
 def test_a_prefill_computes_the_last_position_logits_only(gqa_export, gqa_lm, tokenizer):

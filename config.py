@@ -69,7 +69,7 @@ class Settings:
     prefix_cache_mb: float = field(default_factory=lambda: float(_env("NLPAPP_PREFIX_CACHE_MB", "64")))
     # Fused graph: one-token decode steps of up to 4 rows on the export's int8-decode companion (gate/up 4-bit:
     # batch-1 decoding 44 -> 69 tok/s), prompts still on int8; a task whose validation lost on it (translation: Decoding.
-    # quantized_decode) keeps its steps on int8. 0: every step on int8.
+    # decode_graph) keeps its steps on int8. 0: every step on int8.
     decode_graph: bool = field(default_factory=lambda: _env("NLPAPP_DECODE_GRAPH", "1") not in ("0", "false", "off"))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))

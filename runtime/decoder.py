@@ -363,7 +363,8 @@ class SlotDecoder(ContinuousDecoder):
 
     def _drop_abandoned(self) -> None:
         if self._waiting and self._waiting[0].abandoned.is_set():
-            self._waiting[0].prefilled = self._waiting[0].reused = 0  # its half-written slot is simply overwritten by the next prompt
+            # its half-written slot is simply overwritten by the next prompt
+            self._waiting[0].prefilled = self._waiting[0].reused = 0
         super()._drop_abandoned()
 
     def _decode_step(self) -> None:

@@ -60,14 +60,12 @@ class Embedder:
         folder = onnx_export_of(self.model_dir, onnx_folder) if onnx_folder is not None else None
         if folder is not None:
             from config import settings
-            from runtime.providers import cuda_usable, open_session
+            from runtime.providers import open_session
             from runtime.tokenizer import FastTokenizer
 
             s = settings()
-            # "auto" without a usable CUDA asks for the CPU alone: ORT would print a CUDA load failure otherwise
-            provider = "cpu" if s.provider == "auto" and not cuda_usable() else s.provider
             self.tokenizer = FastTokenizer(folder)
-            self.session, self.placement = open_session(folder / "model.onnx", "fp32", provider, s.ort_threads)
+            self.session, self.placement = open_session(folder / "model.onnx", "fp32", s.provider, s.ort_threads)
             self._inputs = {i.name for i in self.session.get_inputs()}
             self._run = self._run_onnx
             log.info("embedder %s loaded from its ONNX export %s", self.model_dir, folder)

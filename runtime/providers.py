@@ -32,8 +32,8 @@ def _ort():
 
 
 def requested_providers(force: str = "auto") -> list[str]:
-    """Providers to ask for. `get_available_providers()` lists CUDA even where it cannot load, so 'auto'
-    asks for CUDA first and `session.get_providers()` says what was really got."""
+    """Providers to ask for. `get_available_providers()` lists CUDA even where it cannot load, so 'auto' asks
+    for CUDA first only where the probe (cuda_usable) got it; `session.get_providers()` says what was really got."""
     force = (force or "auto").lower()
     if force == "cpu":
         return [CPU]
@@ -41,8 +41,7 @@ def requested_providers(force: str = "auto") -> list[str]:
         return [CUDA, CPU]
     if force != "auto":
         raise ValueError(f"NLPAPP_PROVIDER must be auto, cpu or cuda, not {force!r}")
-    available = _ort().get_available_providers()
-    return [CUDA, CPU] if CUDA in available else [CPU]
+    return [CUDA, CPU] if cuda_usable() else [CPU]
 
 
 _cuda_probe: bool | None = None

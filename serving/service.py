@@ -166,7 +166,7 @@ class Service:
         return Sampling(max_new_tokens=min(int(opts.get("max_new_tokens", d.max_new_tokens)), cap),
                         temperature=float(opts.get("temperature", d.temperature)),
                         top_p=float(opts.get("top_p", d.top_p)), repetition_penalty=d.repetition_penalty,
-                        no_repeat_ngram=d.no_repeat_ngram, seed=self.seed, decode_graph=d.quantized_decode)
+                        no_repeat_ngram=d.no_repeat_ngram, seed=self.seed, decode_graph=d.decode_graph)
 
     @staticmethod
     def _label_scores(task: Task, model: OnnxCausalLM, ids: list[int]) -> dict[str, float]:

@@ -65,7 +65,7 @@ class Decoding:
     no_repeat_ngram: int = 0  # >0: no n-gram of this size is generated twice
     # One-token steps may run on the fused export's 4-bit decode graph (NLPAPP_DECODE_GRAPH; faster decoding).
     # False where validation showed a loss: the task's rows then keep every step of theirs on int8.
-    quantized_decode: bool = True
+    decode_graph: bool = True
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def test_decode_steps_run_on_the_4bit_companion_and_prompts_on_int8(gqa_export, 
 
 
 def test_a_task_that_opts_out_of_the_decode_graph_decodes_on_int8(gqa_export, tokenizer, monkeypatch):
-    """Sampling.decode_graph (from the task's Decoding.quantized_decode): a request that opts out runs every step on
+    """Sampling.decode_graph (from the task's Decoding.decode_graph): a request that opts out runs every step on
     int8 (its tokens are int8's alone); one that does not runs its one-token steps on the companion, while a step
     has at most DECODE_GRAPH_MAX_ROWS rows."""
     from runtime.decoder import decoder_for

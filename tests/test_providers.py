@@ -31,7 +31,7 @@ def test_forced_precision_and_bad_values(monkeypatch):
 
 
 def test_this_host_really_gets_what_it_reports(tiny_lm_export, caplog):
-    """On a CPU host a session that asks for CUDA falls back; the log says what was really got."""
+    """A session gets CUDA only where the probe got it, else the CPU; the log says what was really got."""
     caplog.set_level(logging.INFO, logger="runtime.providers")
     sess, placement = providers.open_session(tiny_lm_export.onnx("fp32"), "fp32", "auto")
     assert placement.provider == sess.get_providers()[0]

@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--time-budget", type=float, help="override the training time budget (seconds)")
     t.add_argument("--extra", action="append", default=[], help="extra training data: a file or a feedback export")
     t.add_argument("--eval-n", type=int, help="held-out examples to evaluate (default: per task)")
+    t.add_argument("--eval-every", type=int, help="classifiers: score the validation split every N steps")
+    t.add_argument("--continue", dest="go_on", action="store_true",
+                   help="train the committed adapter further, on training rows it has not drawn yet")
     e = sub.add_parser("evaluate", help="evaluate the committed adapter of a task and rewrite its model card")
     e.add_argument("--task", required=True)
     e.add_argument("--eval-n", type=int)
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
         run_task(args.task, train=args.cmd == "train", scale=getattr(args, "scale", 1.0),
                  steps=getattr(args, "steps", None), time_budget=getattr(args, "time_budget", None),
-                 extra=getattr(args, "extra", []), eval_n=args.eval_n)
+                 extra=getattr(args, "extra", []), eval_n=args.eval_n, go_on=getattr(args, "go_on", False),
+                 eval_every=getattr(args, "eval_every", None))
     elif args.cmd == "compare-bases":
         from export.pipeline import compare_bases
 

@@ -86,6 +86,44 @@ def _earlier_scores(earlier: dict | None) -> str:
             + "; a choice made after those figures has looked at it as well.")
 
 
+def _continued_lines(facts: dict) -> list[str]:
+    """A continued run names the adapter it started from and that adapter's own training, back to a fresh one."""
+    lines, link = [], facts.get("continued_from")
+    if link:
+        drawn = facts.get("rows_drawn") or ["?", "?"]
+        lines.append(f"- This run went on from the adapter `{link['version']}` (its weights and score head), on "
+                     f"training rows {drawn[0]}..{drawn[1]} (rows it had not drawn); the steps above are this "
+                     "run's. Its validation score is step 0 of the selection.")
+    while link:
+        f = link["facts"]
+        sel = f.get("val_selection") or {}
+        drawn = f.get("rows_drawn") or [0, (f.get("config") or {}).get("train_examples", "?")]
+        lines.append(f"  - `{link['version']}`: {f.get('steps')} steps at batch {f['config'].get('batch_size')}, lr "
+                     f"{f['config'].get('lr')}, rows {drawn[0]}..{drawn[1]}, {f.get('seconds')} s on {f.get('device')}"
+                     + (f"; validation {sel['metric']} {sel['selected_value']} at step {sel['selected_step']}"
+                        if sel else "") + ".")
+        link = f.get("continued_from")
+    return lines
+
+
+def _reproduce_line(name: str, facts: dict) -> str:
+    """The command that trains this adapter; for a continued run, the fresh run at the root and each continuation."""
+    chain = [facts]
+    while chain[-1].get("continued_from"):
+        chain.append(chain[-1]["continued_from"]["facts"])
+    if len(chain) == 1:
+        return f"Reproduce: `python -m export train --task {name}` (add `--scale 10` on a GPU host)."
+    root = chain[-2]["continued_from"]["version"]
+    steps = []
+    for f in reversed(chain[:-1]):
+        c = f["config"]
+        steps.append(f"`python -m export train --task {name} --continue --steps {c['max_steps']} --time-budget "
+                     f"{c['time_budget_s']:.0f}" + (f" --eval-every {c['eval_every']}" if c.get("eval_every") else "")
+                     + "`")
+    return (f"Reproduce: `python -m export train --task {name}` trained `{root}` (the recipe of its commit); then, in "
+            "turn, " + "; ".join(steps) + ". Runs stopped by their time budget depend on the machine's speed.")
+
+
 def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, base_model: str) -> Path:
     folder = Path(folder)
     cfg = facts.get("config", {})
@@ -157,10 +195,12 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
               f"- {facts.get('examples_used')} training examples drawn ({facts.get('examples_skipped_too_long', 0)} "
               f"skipped as too long), {facts.get('epochs')} epochs; extra rows from feedback/files: "
               f"{facts.get('extra_rows', 0)}.",
-              f"- {facts.get('seconds')} s on {facts.get('device')} ({facts.get('tokens_per_s')} tokens/s); loss "
+              f"- {facts.get('seconds')} s on {facts.get('device')} ({facts.get('tokens_per_s')} tokens/s"
+              + (", bf16 autocast" if facts.get("autocast") == "bf16" else "") + "); loss "
               f"{facts.get('first_loss_avg20')} (first 20 steps) -> {facts.get('final_loss_avg20')} (last 20).",
               *_val_selection_lines(facts.get("val_selection")),
-              "", f"Reproduce: `python -m export train --task {task.name}` (add `--scale 10` on a GPU host).", ""]
+              *_continued_lines(facts),
+              "", _reproduce_line(task.name, facts), ""]
     ex = metrics["fine_tuned"].get("examples")
     if ex:
         lines += ["## Sample outputs (first held-out examples)", ""]

@@ -70,7 +70,7 @@ def read_adapter(folder: Path, session, name: str = "") -> LoraFeeds:
     feeds = no_adapter(session).feeds
     packed: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}  # fused-attention graphs: one q/k/v input
     for module, ab in pairs.items():
-        a_name, b_name = f"lora_A.{module}", f"lora_B.{module}"
+        a_name = f"lora_A.{module}"
         layer, proj = module.rsplit(".", 1)
         if a_name not in feeds and proj in _QKV and f"lora_A.{layer}.qkv_proj" in feeds and set(ab) == {"A", "B"}:
             packed.setdefault(layer, {})[proj] = _factors(cfg, proj, ab["A"], ab["B"])

@@ -55,7 +55,6 @@ def cuda_usable() -> bool:
         if CUDA not in ort.get_available_providers():
             _cuda_probe = False
         else:
-            import onnx
             from onnx import TensorProto, helper
 
             node = helper.make_node("Identity", ["x"], ["y"])

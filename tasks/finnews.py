@@ -1,6 +1,11 @@
 """Financial-news classification: is a headline negative, neutral or positive for the company or market it names?"""
+from typing import TYPE_CHECKING
+
 from tasks.base import Task, TaskKind, chat, classification_metric
 from tasks.plans import EvalPlan, TrainConfig, at_least_with_recall, percent
+
+if TYPE_CHECKING:
+    from tasks.splits import Splits
 
 LABELS = ("negative", "neutral", "positive")
 N_TEST, N_VAL = 600, 300  # held-out headlines (of ~4,070): test scored once per version, val picks the step

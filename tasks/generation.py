@@ -1,7 +1,12 @@
 """Text generation: continue a line in a chosen style (a quote, a classical Chinese poem, free text)."""
+from typing import TYPE_CHECKING
+
 from tasks.base import Control, Decoding, Task, TaskKind, chat
 from tasks.plans import EvalPlan, TrainConfig
 from tasks.verse import in_form, verse_constraint
+
+if TYPE_CHECKING:
+    from tasks.splits import Splits
 
 POEM, POEM_FREE = "poem (zh)", "poem (zh, free form)"
 

@@ -6,11 +6,15 @@ import io
 import re
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tasks.base import MAX_UPLOAD_BYTES, Decoding, Task, TaskInputError, TaskKind, chat, rouge_l
 from tasks.plans import EvalPlan, TrainConfig, percent
+
+if TYPE_CHECKING:
+    from tasks.splits import Splits
 
 SHOP = "Northwind Goods, an online shop for home and outdoor products"
 HANDOVER = ("I'm sorry, I can't answer that from our help articles. I'll pass your question to a human colleague, "

@@ -1,6 +1,11 @@
 """Sentiment classification of a short review or comment: negative or positive."""
+from typing import TYPE_CHECKING
+
 from tasks.base import Task, TaskKind, chat, classification_metric
 from tasks.plans import EvalPlan, TrainConfig, at_least_per_group, percent
+
+if TYPE_CHECKING:
+    from tasks.splits import Splits
 
 LABELS = ("negative", "positive")
 

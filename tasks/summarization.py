@@ -1,6 +1,11 @@
 """Summarization: a long description in, a one-line summary out."""
+from typing import TYPE_CHECKING
+
 from tasks.base import Decoding, Task, TaskKind, chat, rouge_l
 from tasks.plans import EvalPlan, TrainConfig, gain_over_best, percent
+
+if TYPE_CHECKING:
+    from tasks.splits import Splits
 
 
 def build_messages(text: str, options: dict) -> list[dict]:

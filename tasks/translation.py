@@ -1,6 +1,11 @@
 """Translation between English and Spanish and between English and Chinese, with the direction chosen by the user."""
+from typing import TYPE_CHECKING
+
 from tasks.base import Control, Decoding, Task, TaskKind, chat, chrf
 from tasks.plans import EvalPlan, TrainConfig, at_least_per_group, per_group, seeded_balanced
+
+if TYPE_CHECKING:
+    from tasks.splits import Splits
 
 DIRECTIONS = {
     "English → Spanish": ("English", "Spanish"),

@@ -444,3 +444,37 @@ def test_chinese_reviews_are_split_apart_from_the_english_ones():
     train_texts = {r["text"] for r in splits.train}
     assert not any(r["text"] in train_texts for r in splits.test + splits.val)
     assert splits.test[:1500] == [r for r in splits.test if r["lang"] == "English"]  # the English split as before
+
+
+def test_a_continued_run_goes_on_from_the_adapter_on_rows_it_has_not_drawn(tiny_lm_dir, tmp_path):
+    """--continue: the run loads the adapter (its score at step 0 is the first point of the selection), draws the
+    training rows after the earlier run's, records the chain for the card, and refuses another training split."""
+    from export.card import _continued_lines, _reproduce_line
+    from export.finetuned import adapter_version
+    from export.train import TrainConfig, train
+
+    task = REGISTRY["finnews"]
+    rows = [{"text": f"shares {'soar' if i % 2 else 'slump'} {i}", "label": "positive" if i % 2 else "negative"}
+            for i in range(44)]
+    splits = Splits(rows[:36], rows[36:], [])
+    cfg = TrainConfig(max_steps=3, batch_size=4, max_len=32, warmup_steps=1, lr=1e-3, eval_every=3,
+                      train_examples=12)
+    first = train(task, splits, tiny_lm_dir, tmp_path / "a", cfg)
+    (tmp_path / "a" / "data_card.json").write_text(json.dumps(splits.card()))
+    assert first["rows_drawn"] == [0, 12] and "continued_from" not in first
+    started = adapter_version("finnews", tmp_path / "a")
+    go_on = train(task, splits, tiny_lm_dir, tmp_path / "a", cfg, start_from=tmp_path / "a")
+    assert go_on["rows_drawn"] == [12, 24] and go_on["examples_used"] == 12
+    assert go_on["continued_from"] == {"version": started, "facts": json.loads(json.dumps(first))}
+    curve = go_on["val_selection"]["curve"]
+    assert [s for s, _ in curve] == [0, 3]
+    assert curve[0][1] == first["val_selection"]["restored_value"]  # step 0 is the loaded adapter, not a fresh one
+    # the adapter changes only when a trained step beat the one it started from
+    assert (go_on["val_selection"]["selected_step"] == 0) == (adapter_version("finnews", tmp_path / "a") == started)
+    lines = _continued_lines(go_on)
+    assert "rows 12..24" in lines[0] and "rows 0..12" in lines[1]
+    assert "trained `%s`" % started in _reproduce_line("finnews", go_on)
+    assert "--continue --steps 3 --time-budget 2400 --eval-every 3`." in _reproduce_line("finnews", go_on)
+    other = Splits(rows[:30], rows[36:], [])
+    with pytest.raises(ValueError, match="another training split"):
+        train(task, other, tiny_lm_dir, tmp_path / "b", cfg, start_from=tmp_path / "a")

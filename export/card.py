@@ -92,8 +92,8 @@ def _continued_lines(facts: dict) -> list[str]:
     if link:
         drawn = facts.get("rows_drawn") or ["?", "?"]
         lines.append(f"- This run went on from the adapter `{link['version']}` (its weights and score head), on "
-                     f"training rows {drawn[0]}..{drawn[1]} (rows it had not drawn); the steps above are this "
-                     "run's. Its validation score is step 0 of the selection.")
+                     f"training rows {drawn[0]}..{drawn[1]} of the seeded drawing order (rows it had not drawn); the "
+                     "figures above are this run's, and the adapter it started from scored as its step 0.")
     while link:
         f = link["facts"]
         sel = f.get("val_selection") or {}

@@ -309,6 +309,9 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
                               lora_dropout=cfg.lora_dropout, target_modules=list(LORA_TARGETS))
     if start_from:
         model = PeftModel.from_pretrained(model, start_from, is_trainable=True)
+        saved = model.peft_config["default"]
+        if saved.modules_to_save:  # PEFT appends the classifier head's names again on each load
+            saved.modules_to_save = list(dict.fromkeys(saved.modules_to_save))
         for p in model.parameters():  # the adapter ships in fp16; it trains in fp32 like a fresh one
             if p.requires_grad:
                 p.data = p.data.float()

@@ -465,6 +465,8 @@ def test_a_continued_run_goes_on_from_the_adapter_on_rows_it_has_not_drawn(tiny_
     started = adapter_version("finnews", tmp_path / "a")
     go_on = train(task, splits, tiny_lm_dir, tmp_path / "a", cfg, start_from=tmp_path / "a")
     assert go_on["rows_drawn"] == [12, 24] and go_on["examples_used"] == 12
+    saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())["modules_to_save"]
+    assert len(saved) == len(set(saved))
     assert go_on["continued_from"] == {"version": started, "facts": json.loads(json.dumps(first))}
     curve = go_on["val_selection"]["curve"]
     assert [s for s, _ in curve] == [0, 3]

@@ -88,40 +88,39 @@ def _earlier_scores(earlier: dict | None) -> str:
 
 def _continued_lines(facts: dict) -> list[str]:
     """A continued run names the adapter it started from and that adapter's own training, back to a fresh one."""
-    lines, link = [], facts.get("continued_from")
-    if link:
-        drawn = facts.get("rows_drawn") or ["?", "?"]
-        lines.append(f"- This run went on from the adapter `{link['version']}` (its weights and score head), on "
-                     f"training rows {drawn[0]}..{drawn[1]} of the seeded drawing order (rows it had not drawn); the "
-                     "figures above are this run's, and the adapter it started from scored as its step 0.")
-    while link:
-        f = link["facts"]
+    from export.train import earlier_runs, rows_drawn
+
+    runs = earlier_runs(facts)
+    if not runs:
+        return []
+    first, end = rows_drawn(facts)
+    lines = [f"- This run went on from the adapter `{runs[0][0]}` (its weights and score head), on training rows "
+             f"{first}..{end} of the seeded drawing order (rows it had not drawn); the figures above are this run's, "
+             "and the adapter it started from scored as its step 0."]
+    for version, f in runs:
         sel = f.get("val_selection") or {}
-        drawn = f.get("rows_drawn") or [0, (f.get("config") or {}).get("train_examples", "?")]
-        lines.append(f"  - `{link['version']}`: {f.get('steps')} steps at batch {f['config'].get('batch_size')}, lr "
-                     f"{f['config'].get('lr')}, rows {drawn[0]}..{drawn[1]}, {f.get('seconds')} s on {f.get('device')}"
+        first, end = rows_drawn(f)
+        lines.append(f"  - `{version}`: {f.get('steps')} steps at batch {f['config'].get('batch_size')}, lr "
+                     f"{f['config'].get('lr')}, rows {first}..{end}, {f.get('seconds')} s on {f.get('device')}"
                      + (f"; validation {sel['metric']} {sel['selected_value']} at step {sel['selected_step']}"
                         if sel else "") + ".")
-        link = f.get("continued_from")
     return lines
 
 
 def _reproduce_line(name: str, facts: dict) -> str:
     """The command that trains this adapter; for a continued run, the fresh run at the root and each continuation."""
-    chain = [facts]
-    while chain[-1].get("continued_from"):
-        chain.append(chain[-1]["continued_from"]["facts"])
-    if len(chain) == 1:
+    from export.train import earlier_runs
+
+    runs = earlier_runs(facts)
+    if not runs:
         return f"Reproduce: `python -m export train --task {name}` (add `--scale 10` on a GPU host)."
-    root = chain[-2]["continued_from"]["version"]
-    steps = []
-    for f in reversed(chain[:-1]):
-        c = f["config"]
-        steps.append(f"`python -m export train --task {name} --continue --steps {c['max_steps']} --time-budget "
-                     f"{c['time_budget_s']:.0f}" + (f" --eval-every {c['eval_every']}" if c.get("eval_every") else "")
-                     + "`")
-    return (f"Reproduce: `python -m export train --task {name}` trained `{root}` (the recipe of its commit); then, in "
-            "turn, " + "; ".join(steps) + ". Runs stopped by their time budget depend on the machine's speed.")
+    # the continued runs, oldest first: this one, and each earlier one except the fresh run at the root
+    continued = [f["config"] for _, f in reversed(runs[:-1])] + [facts["config"]]
+    steps = [f"`python -m export train --task {name} --continue --steps {c['max_steps']} --time-budget "
+             f"{c['time_budget_s']:.0f}" + (f" --eval-every {c['eval_every']}" if c.get("eval_every") else "") + "`"
+             for c in continued]
+    return (f"Reproduce: `python -m export train --task {name}` trained `{runs[-1][0]}` (the recipe of its commit); "
+            "then, in turn, " + "; ".join(steps) + ". Runs stopped by their time budget depend on the machine's speed.")
 
 
 def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, base_model: str) -> Path:

@@ -48,10 +48,10 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
              time_budget: float | None = None, extra: list[str] | None = None, eval_n: int | None = None,
              go_on: bool = False, eval_every: int | None = None) -> dict:
     """go_on: train the committed adapter further (on training rows it has not drawn) instead of a fresh one."""
-    from export.base_model import base_sha256, prepare_base
+    from export.base_model import prepare_base
     from export.card import write_card
     from export.evaluate import evaluate_task
-    from export.finetuned import adapter_dir, base_refusal, build_tuned_version, write_adapter_meta
+    from export.finetuned import adapter_dir, build_tuned_version, write_adapter_meta
     from export.prepare import register_base_version, shared_graph, task_base
     from export.train import config_for, load_extra
     from export.train import train as train_adapter
@@ -71,8 +71,6 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     if train:
         cfg = config_for(task, scale, steps, time_budget, eval_every)
         extra_rows = [r for p in (extra or []) for r in load_extra(Path(p), task)]
-        if go_on and base_refusal(folder, base_sha256(base_dir)):
-            raise ValueError(f"adapters/{name} was trained on another base than {source}: train from the base")
         train_adapter(task, splits, base_dir, folder, cfg, extra_rows, start_from=folder if go_on else None)
         write_adapter_meta(folder, base_dir)  # the base hash it was trained on: no other base will serve it
     facts = json.loads(facts_path.read_text())

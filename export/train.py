@@ -65,21 +65,45 @@ def _autocast(device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on), on
 
 
-def continue_point(start_from: Path, splits) -> tuple[dict, int]:
-    """The facts of the adapter a run continues from, and the first training row it has not drawn.
+def rows_drawn(facts: dict) -> list[int]:
+    """The training rows [first, end) a run drew, in the seeded drawing order (runs recorded before the field drew
+    from the first row)."""
+    return facts.get("rows_drawn") or [0, facts["config"]["train_examples"]]
+
+
+def earlier_runs(facts: dict) -> list[tuple[str, dict]]:
+    """(version, run facts) of each adapter a continued run went on from, newest first; [] for a fresh run."""
+    runs, link = [], facts.get("continued_from")
+    while link:
+        runs.append((link["version"], link["facts"]))
+        link = link["facts"].get("continued_from")
+    return runs
+
+
+def continue_point(task, start_from: Path, splits, base_dir: Path) -> tuple[dict, int]:
+    """What a run that goes on from the adapter in `start_from` records of it ({"version", "facts"}), and the first
+    training row it has not drawn.
 
     Rows are drawn in a fixed order (seeded shuffle, then round robin), so a continued run draws the rows after
-    the ones the earlier run(s) drew; that only holds on the same training split, which is checked."""
-    facts = json.loads((Path(start_from) / "train_facts.json").read_text())
-    card = Path(start_from) / "data_card.json"
+    the ones the earlier run(s) drew; that only holds on the same training split, which is checked, as is the base
+    the adapter was trained on."""
+    from export.base_model import base_sha256
+    from export.finetuned import adapter_version, base_refusal
+
+    start_from = Path(start_from)
+    refusal = base_refusal(start_from, base_sha256(base_dir))
+    if refusal:
+        raise ValueError(f"{refusal}: train from the base instead")
+    facts = json.loads((start_from / "train_facts.json").read_text())
+    card = start_from / "data_card.json"
     if card.exists():
         had = json.loads(card.read_text())["splits"]["train"]["sha256_16"]
         now = splits.card()["splits"]["train"]["sha256_16"]
         if had != now:
             raise ValueError(f"{start_from} was trained on another training split ({had}, now {now}): "
                              "train from the base instead")
-    drawn = facts.get("rows_drawn") or [0, facts["config"]["train_examples"]]
-    return facts, int(drawn[1])
+    # named now: the run's out_dir may be start_from, rewritten at the end
+    return {"version": adapter_version(task.name, start_from), "facts": facts}, rows_drawn(facts)[1]
 
 
 def sft_features(task, tokenizer, example: dict, max_len: int) -> dict | None:
@@ -281,12 +305,7 @@ def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: 
     if cfg.balance_by:
         # a row field (summarization's source) or an option (generation's style); feedback rows may have neither
         pool = round_robin(pool, lambda r: str(group_value(r, cfg.balance_by, "")))
-    earlier, first = continue_point(start_from, splits) if start_from else (None, 0)
-    if start_from:
-        from export.finetuned import adapter_version
-
-        # named before training: out_dir may be start_from, rewritten at the end
-        earlier = {"version": adapter_version(task.name, Path(start_from)), "facts": earlier}
+    earlier, first = continue_point(task, start_from, splits, base_dir) if start_from else (None, 0)
     if first >= len(pool):
         raise ValueError(f"{start_from} has drawn all {len(pool)} training rows already")
     drawn = [first, min(first + cfg.train_examples, len(pool))]

@@ -108,10 +108,10 @@ def test_each_task_module_reproduces_its_committed_card(name):
     declared = asdict(task.train)
     # a continued run (export train --continue) may override what the command line can: steps, budget, scoring
     # interval; the fresh run at the root of the chain used the declared recipe as it is
-    chain, overridable = [], {"max_steps", "time_budget_s", "eval_every"}
-    while facts:
-        chain.append(facts["config"])
-        facts = (facts.get("continued_from") or {}).get("facts")
+    from export.train import earlier_runs
+
+    overridable = {"max_steps", "time_budget_s", "eval_every"}
+    chain = [facts["config"]] + [f["config"] for _, f in earlier_runs(facts)]
     for i, used in enumerate(chain):
         shared = declared.keys() & used.keys() - (overridable if i < len(chain) - 1 else set())
         # fields added or dropped since a run do not count

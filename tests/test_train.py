@@ -448,7 +448,7 @@ def test_chinese_reviews_are_split_apart_from_the_english_ones():
 
 def test_a_continued_run_goes_on_from_the_adapter_on_rows_it_has_not_drawn(tiny_lm_dir, tmp_path):
     """--continue: the run loads the adapter (its score at step 0 is the first point of the selection), draws the
-    training rows after the earlier run's, records the chain for the card, and refuses another training split."""
+    training rows after the earlier run's, records the chain for the card, and refuses another training split or base."""
     from export.card import _continued_lines, _reproduce_line
     from export.finetuned import adapter_version
     from export.train import TrainConfig, train
@@ -480,3 +480,6 @@ def test_a_continued_run_goes_on_from_the_adapter_on_rows_it_has_not_drawn(tiny_
     other = Splits(rows[:30], rows[36:], [])
     with pytest.raises(ValueError, match="another training split"):
         train(task, other, tiny_lm_dir, tmp_path / "b", cfg, start_from=tmp_path / "a")
+    (tmp_path / "a" / "adapter_meta.json").write_text(json.dumps({"base_sha256": "f" * 64}))
+    with pytest.raises(ValueError, match="trained on a different base"):
+        train(task, splits, tiny_lm_dir, tmp_path / "b", cfg, start_from=tmp_path / "a")

@@ -338,3 +338,19 @@ def test_int8_with_a_refused_4bit_down_proj_is_rebuilt_with_it_in_fp32(tiny_lm_d
     assert not (result.path / "int8-decode").exists()
     ops = {n.op_type for n in onnx.load(str(result.onnx("int8")), load_external_data=False).graph.node}
     assert "MatMulInteger" in ops and "MatMulNBits" not in ops
+
+
+def test_the_lora_cost_bench_compares_with_the_same_base_without_lora_nodes(gqa_export, gqa_lm, tokenizer, tmp_path):
+    """bench.lora_cost times the graph against a copy without its LoRA nodes: that copy must be the base itself
+    (the same logits as rank-0 factors), with no LoRA input left."""
+    from bench.lora_cost import strip_lora, time_steps
+    from runtime.gqa import GqaCausalLM
+
+    src = gqa_export.onnx("fp32").parent
+    assert strip_lora(src, tmp_path / "bare") == 3 * 10  # two layers, five slots, three nodes a slot
+    bare = GqaCausalLM(tmp_path / "bare" / "model.onnx", tokenizer, "fp32", "cpu", slots=4, max_len=512)
+    assert bare.lora is None and gqa_lm.lora is not None
+    ids = np.asarray([tokenizer(PROMPTS[0]).input_ids], np.int64)
+    np.testing.assert_allclose(bare.run_slots(0, ids, [ids.shape[1]]), gqa_lm.run_slots(1, ids, [ids.shape[1]]),
+                               atol=1e-5)
+    assert time_steps(bare.session, {}, first_len=4, steps=2) > 0

@@ -60,6 +60,26 @@ def test_sizes_meet_the_evaluation_minimums():
     assert len(fin.train) + len(fin.val) + len(fin.test) >= 1500
 
 
+def test_invented_headlines_are_a_clean_check_set():
+    """tasks/data/finnews/invented_headlines.csv (GUIDELINE.md, batch 3; bench.finnews_styles): four styles of 480,
+    160 written for each label, both labels valid, and none of them a Guardian headline of any split."""
+    import csv
+    from collections import Counter
+
+    from tasks.finnews import LABELS
+    from tasks.splits import DATA_FILES
+
+    with open(DATA_FILES / "finnews" / "invented_headlines.csv", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert {r["written_as"] for r in table} | {r["pass2"] for r in table} <= set(LABELS)
+    assert Counter((r["style"], r["written_as"]) for r in table) == {(s, l): 160 for s in {r["style"] for r in table}
+                                                                     for l in LABELS} and len(table) == 4 * 480
+    assert len({norm_key(r["headline"]) for r in table}) >= len(table) - 2  # (two written twice, in two styles)
+    fin = build_data("finnews")
+    guardian = {norm_key(r["text"]) for r in fin.train + fin.val + fin.test}
+    assert not [r["headline"] for r in table if norm_key(r["headline"]) in guardian]
+
+
 def test_translation_dataset():
     """Modern parallel text (tasks/parallel_text.py) in four directions, split by source document; the Bible only
     a small share of training. About a minute on 2 cores the first time (every help page parsed, the Bible read

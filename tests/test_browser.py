@@ -369,8 +369,6 @@ def test_admin_tools_appear_only_with_the_token(browser, app_server):
     for _ in range(3):  # the wrong token above started the per-address back-off: the page says how long
         if shown():
             break
-        import re
-
         waited = re.search(r"wait (\d+) s", status())
         time.sleep(float(waited.group(1)) + 0.3 if waited else 1.0)
         d.find_element(By.CSS_SELECTOR, "#admin-unlock").click()

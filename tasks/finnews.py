@@ -45,7 +45,8 @@ TASK = Task(
                                               f"(the untuned model: {percent(base.get('accuracy', 0))})"),
     about="Trained on 3,200 Guardian business headlines from 2020. Good at plainly good or bad news (profits up, "
           "shares slump); it gets about 1 in 4 headlines wrong, more often good or neutral news than bad, and is "
-          "less reliable on mixed ones.",
+          "less reliable on mixed ones. In other papers' styles it often reads a neutral market report or wire "
+          "headline (a flat index, scheduled data, a routine announcement) as good or bad news.",
 )
 
 

@@ -16,7 +16,7 @@ import csv
 
 def run() -> dict:
     from config import settings
-    from export.evaluate import open_version, predict_labels
+    from export.evaluate import open_version, predict_labels, with_groups
     from runtime import registry
     from tasks import REGISTRY
     from tasks.splits import DATA_FILES
@@ -27,14 +27,11 @@ def run() -> dict:
     if mv is None:
         raise SystemExit("no finnews model registered: run `python -m export prepare` first")
     with open(DATA_FILES / "finnews" / "invented_headlines.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    preds = predict_labels(task, open_version(s.models_dir, mv), s, [r["headline"] for r in rows])
-    gold = [r["written_as"] for r in rows]
-    out = {"version": mv.version, "all": task.metric(preds, gold), "predicted": dict(collections.Counter(preds))}
-    for style in sorted({r["style"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["style"] == style]
-        out[style] = task.metric([preds[i] for i in idx], [gold[i] for i in idx])
-    return out
+        rows = [{"text": r["headline"], "label": r["written_as"], "style": r["style"]} for r in csv.DictReader(f)]
+    preds = predict_labels(task, open_version(s.models_dir, mv), s, [r["text"] for r in rows])
+    m = with_groups(task, "style", rows, preds)  # the evaluation's own per-group scoring (as per language)
+    styles = {k: m.pop(k) for k in list(m) if isinstance(m[k], dict)}
+    return {"version": mv.version, "all": m, **styles, "predicted": dict(collections.Counter(preds))}
 
 
 def main() -> int:

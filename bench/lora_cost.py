@@ -43,57 +43,48 @@ def strip_lora(src: Path, dst: Path) -> int:
     return len(lora)
 
 
-def time_steps(session, feeds: dict, first_len: int = 257, steps: int = 64) -> float:
-    """Seconds per one-token step over `steps` steps of a slot of length first_len.., as runtime/gqa.py runs them."""
+def time_steps(lm, first_len: int = 257, steps: int = 64) -> float:
+    """Seconds per one-token step of slot 0 at lengths first_len.., through the served step (GqaCausalLM.run_slots,
+    with whatever adapter `lm` applies)."""
     import numpy as np
-    import onnxruntime as ort
 
-    past = [i for i in session.get_inputs() if i.name.startswith("past_key_values")]
-    present = [o.name for o in session.get_outputs() if o.name.startswith("present")]
-    bufs = [np.zeros((1, p.shape[1], 2048, p.shape[3]), np.float32) for p in past]
-    keep = any(i.name == "logits_to_keep" for i in session.get_inputs())
+    ids = np.array([[42]], np.int64)
     t0 = time.perf_counter()
     for length in range(first_len, first_len + steps):
-        b = session.io_binding()
-        b.bind_output("logits", "cpu")
-        for p, q, buf in zip(past, present, bufs):
-            view = ort.OrtValue.ortvalue_from_numpy(buf)
-            b.bind_ortvalue_input(p.name, view)
-            b.bind_ortvalue_output(q, view)
-        b.bind_cpu_input("input_ids", np.array([[42]], np.int64))
-        b.bind_cpu_input("attention_mask", np.ones((1, length), np.int64))
-        for name, value in feeds.items():
-            b.bind_cpu_input(name, value)
-        if keep:
-            b.bind_cpu_input("logits_to_keep", np.ones(1, np.int64))
-        session.run_with_iobinding(b)
+        lm.run_slots(0, ids, [length])
     return (time.perf_counter() - t0) / steps
 
 
 def run(task: str, precision: str, rounds: int) -> dict[str, list[float]]:
     from config import settings
     from runtime import registry
-    from runtime.adapters import no_adapter, read_adapter
-    from runtime.providers import open_session
+    from runtime.adapters import read_adapter
+    from runtime.gqa import GqaCausalLM
+    from runtime.tokenizer import FastTokenizer
 
     s = settings()
     mv = registry.current(s.models_dir, task)
     if mv is None or not mv.adapter:
         raise SystemExit(f"{task} serves no run-time adapter: run `python -m export prepare` first")
     graph_dir = Path(mv.path) / precision
+    tokenizer = FastTokenizer(Path(mv.path))
     with tempfile.TemporaryDirectory(dir=s.models_dir) as tmp:
         removed = strip_lora(graph_dir, Path(tmp))
-        with_lora = open_session(graph_dir / "model.onnx", precision, "cpu", s.ort_threads)[0]
-        bare = open_session(Path(tmp) / "model.onnx", precision, "cpu", s.ort_threads)[0]
-        variants = {"rank-0 LoRA factors (no adapter)": (with_lora, no_adapter(with_lora).feeds),
-                    f"{mv.version}'s adapter": (with_lora, read_adapter(Path(mv.adapter), with_lora).feeds),
-                    f"LoRA nodes removed ({removed} nodes)": (bare, {})}
-        for session, feeds in variants.values():  # warm-up
-            time_steps(session, feeds, steps=8)
+
+        def open_lm(path: Path) -> GqaCausalLM:  # one slot: steps run on `precision`'s graph itself
+            return GqaCausalLM(path, tokenizer, precision, "cpu", threads=s.ort_threads, slots=1, max_len=512)
+
+        with_lora, bare = open_lm(graph_dir / "model.onnx"), open_lm(Path(tmp) / "model.onnx")
+        adapter = read_adapter(Path(mv.adapter), with_lora.session)
+        variants = {"rank-0 LoRA factors (no adapter)": with_lora,  # what a LoRA-ready graph feeds by default
+                    f"{mv.version}'s adapter": with_lora.with_adapter(adapter),
+                    f"LoRA nodes removed ({removed} nodes)": bare}
+        for lm in variants.values():  # warm-up
+            time_steps(lm, steps=8)
         out: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(rounds):
-            for name, (session, feeds) in variants.items():
-                out[name].append(time_steps(session, feeds) * 1000)
+            for name, lm in variants.items():
+                out[name].append(time_steps(lm) * 1000)
     return out
 
 

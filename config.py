@@ -71,6 +71,12 @@ class Settings:
     # batch-1 decoding 44 -> 69 tok/s), prompts still on int8; a task whose validation lost on it (translation: Decoding.
     # decode_graph) keeps its steps on int8. 0: every step on int8.
     decode_graph: bool = field(default_factory=lambda: _env("NLPAPP_DECODE_GRAPH", "1") not in ("0", "false", "off"))
+    # Generation tasks whose one-token steps run on a decode graph with their adapter merged in (export/
+    # merged_decode.py) when only their rows are in the step: batch-1 decoding without the LoRA nodes (62.5-67.6 ->
+    # 70.5-72.8 tok/s), for ~0.36 GB a task. Summarize lost 1.8 ROUGE-L on validation with it, QA nothing
+    # (BENCHMARKS.md): off by default. Comma-separated task names; `python -m export prepare` builds the graphs.
+    merged_decode: tuple[str, ...] = field(default_factory=lambda: tuple(
+        t.strip() for t in _env("NLPAPP_MERGED_DECODE", "").split(",") if t.strip()))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
 

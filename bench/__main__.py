@@ -231,6 +231,14 @@ def main(argv=None) -> int:
             g["ONNX Runtime int8, optimum graph + run-time adapter (KV cache concatenated)"] = worker(
                 "generate", "--engine", "ort", "--precision", "int8", "--onnx", optimum, "--ckpt", ckpt,
                 "--adapter", adapter, "--repeats", r)
+        from config import settings
+        from runtime.gqa import merged_decode_graph
+
+        own = merged_decode_graph(settings().models_dir, version, Path(onnx_dir))
+        if own:  # NLPAPP_MERGED_DECODE: steps of up to 4 rows of this task on the adapter merged into a decode graph
+            g["ONNX Runtime int8 prefill + the adapter merged into its decode graph (NLPAPP_MERGED_DECODE)"] = worker(
+                "generate", "--engine", "ort", "--precision", "int8", "--onnx", onnx_dir, "--ckpt", ckpt,
+                "--adapter", adapter, "--merged-decode", str(own), "--repeats", r)
         g["ONNX Runtime int8, served base graph, no adapter"] = worker(
             "generate", "--engine", "ort", "--precision", "int8", "--onnx", onnx_dir, "--ckpt", ckpt, "--repeats", r)
         if Path(onnx_dir, "int8-decode", "model.onnx").exists():  # NLPAPP_DECODE_GRAPH=0 (translation's steps)

@@ -3,6 +3,9 @@ without the LoRA nodes (the bare base, as onnxruntime-genai would run it), timed
 
     python -m bench.lora_cost [--task summarize] [--precision int8-decode] [--rounds 4]
 
+Also timed: the adapter with its inputs bound anew every step (run_slots keeps its binding since 2026-12-05), and
+the adapter merged into a decode graph of its own, where `python -m export prepare` built one (NLPAPP_MERGED_DECODE).
+
 Every projection of the shared base graph computes y = x W + (x A) B (export/lora_graph.py): 120 slots of 3 small
 nodes each on Qwen 0.5B, run every step whatever the rank. This times one-token steps at positions 257..320 of a
 slot (zeros in the cache: the time does not depend on its values), in interleaved rounds, and prints the median
@@ -22,35 +25,28 @@ def strip_lora(src: Path, dst: Path) -> int:
     """Copy the graph in `src` to `dst` without its LoRA nodes and inputs; returns how many nodes went."""
     import onnx
 
+    from export.lora_graph import strip_lora as strip
+
     model = onnx.load(str(src / "model.onnx"))
-    graph = model.graph
-    lora = [n for n in graph.node if "/lora" in n.name]
-    # each slot's Add wrote the projection's old output name from `<y>_base`: give that name back to the projection
-    rename = {n.input[0]: n.output[0] for n in lora if n.op_type == "Add"}
-    keep = [n for n in graph.node if "/lora" not in n.name]
-    for n in keep:
-        for k, o in enumerate(n.output):
-            n.output[k] = rename.get(o, o)
-    del graph.node[:]
-    graph.node.extend(keep)
-    inputs = [i for i in graph.input if not i.name.startswith("lora_")]
-    del graph.input[:]
-    graph.input.extend(inputs)
+    removed = strip(model)
     dst.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
               location="model.onnx_data", size_threshold=1024)
     shutil.copy2(src / "genai_config.json", dst / "genai_config.json")
-    return len(lora)
+    return removed
 
 
-def time_steps(lm, first_len: int = 257, steps: int = 64) -> float:
+def time_steps(lm, first_len: int = 257, steps: int = 64, rebind: bool = False) -> float:
     """Seconds per one-token step of slot 0 at lengths first_len.., through the served step (GqaCausalLM.run_slots,
-    with whatever adapter `lm` applies)."""
+    with whatever adapter `lm` applies); rebind: every step binds its inputs anew (as run_slots did before it
+    kept its binding)."""
     import numpy as np
 
     ids = np.array([[42]], np.int64)
     t0 = time.perf_counter()
     for length in range(first_len, first_len + steps):
+        if rebind:
+            lm._bound = None
         lm.run_slots(0, ids, [length])
     return (time.perf_counter() - t0) / steps
 
@@ -59,7 +55,7 @@ def run(task: str, precision: str, rounds: int) -> dict[str, list[float]]:
     from config import settings
     from runtime import registry
     from runtime.adapters import read_adapter
-    from runtime.gqa import GqaCausalLM
+    from runtime.gqa import DECODE_SUFFIX, GqaCausalLM, merged_decode_graph
     from runtime.tokenizer import FastTokenizer
 
     s = settings()
@@ -76,15 +72,21 @@ def run(task: str, precision: str, rounds: int) -> dict[str, list[float]]:
 
         with_lora, bare = open_lm(graph_dir / "model.onnx"), open_lm(Path(tmp) / "model.onnx")
         adapter = read_adapter(Path(mv.adapter), with_lora.session)
+        adapted = with_lora.with_adapter(adapter)
         variants = {"rank-0 LoRA factors (no adapter)": with_lora,  # what a LoRA-ready graph feeds by default
-                    f"{mv.version}'s adapter": with_lora.with_adapter(adapter),
+                    f"{mv.version}'s adapter": adapted,
+                    f"{mv.version}'s adapter, inputs bound anew every step": (adapted, True),
                     f"LoRA nodes removed ({removed} nodes)": bare}
-        for lm in variants.values():  # warm-up
-            time_steps(lm, steps=8)
+        merged = merged_decode_graph(s.models_dir, mv.version, Path(mv.path))
+        if merged and precision.endswith(DECODE_SUFFIX):  # built for this task (NLPAPP_MERGED_DECODE)
+            variants[f"{mv.version}'s adapter merged into the decode graph"] = open_lm(merged)
+        variants = {k: v if isinstance(v, tuple) else (v, False) for k, v in variants.items()}
+        for lm, rebind in variants.values():  # warm-up
+            time_steps(lm, steps=8, rebind=rebind)
         out: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(rounds):
-            for name, lm in variants.items():
-                out[name].append(time_steps(lm) * 1000)
+            for name, (lm, rebind) in variants.items():
+                out[name].append(time_steps(lm, rebind=rebind) * 1000)
     return out
 
 

@@ -3,6 +3,7 @@
     python -m bench.worker classify  --engine torch|ort --precision fp32|int8 --ckpt DIR --onnx DIR --task T
     python -m bench.worker generate  --engine torch|ort --precision fp32|int8|fp16 --ckpt DIR --onnx DIR
                                      [--adapter DIR]  (a LoRA adapter: PEFT on torch; run-time inputs on ort)
+                                     [--merged-decode ONNX]  (ort + adapter: its steps on that merged decode graph)
     python -m bench.worker generate  --engine genai --ckpt DIR --onnx GENAI_DIR  (onnxruntime-genai on PYTHONPATH)
 """
 from __future__ import annotations
@@ -145,7 +146,10 @@ def generate(args) -> dict:
         if args.adapter:
             from runtime.adapters import read_adapter
 
-            lm = lm.with_adapter(read_adapter(args.adapter, lm.session))
+            lora = read_adapter(args.adapter, lm.session)
+            lm = lm.with_adapter(lora)
+            if args.merged_decode:  # NLPAPP_MERGED_DECODE: this adapter's steps on its own merged decode graph
+                lm.add_merged_decode(lora, args.merged_decode)
 
         def run(batch, n):
             lm.generate_batch([ids] * batch, n, ignore_stop=True)
@@ -176,6 +180,7 @@ def main() -> None:
     p.add_argument("--adapter", default="")
     p.add_argument("--no-decode-graph", action="store_true",
                    help="fused graph: decode steps on int8 too (served: on int8-decode, NLPAPP_DECODE_GRAPH)")
+    p.add_argument("--merged-decode", default="", help="fused graph + adapter: the adapter's merged decode graph")
     args = p.parse_args()
     res = classify(args) if args.kind == "classify" else generate(args)
     print("RESULT " + json.dumps(res))

@@ -29,13 +29,16 @@ class _Fixed:
     peek = get
 
 
-def open_version(models_dir, mv: registry.ModelVersion, precision: str = "auto") -> Backend:
-    """`mv` opened as serving opens it (prompt-prefix cache and decode graph as set), in `precision`."""
+def open_version(models_dir, mv: registry.ModelVersion, precision: str = "auto",
+                 task: str | None = None) -> Backend:
+    """`mv` opened as serving opens it (prompt-prefix cache, decode graph and, for `task`, its merged decode graph
+    as set), in `precision`. A merged decode graph is open before the first answer (serving opens it in the
+    background)."""
     from config import settings
 
     s = settings()
-    return ModelSet(models_dir, "auto", precision, prefix_cache_mb=s.prefix_cache_mb,
-                    decode_graph=s.decode_graph).open(mv)
+    return ModelSet(models_dir, "auto", precision, prefix_cache_mb=s.prefix_cache_mb, decode_graph=s.decode_graph,
+                    merged_decode=s.merged_decode, background=False).open(mv, task)
 
 
 def _service(task, backend, settings):
@@ -222,7 +225,7 @@ def served_as(mv: registry.ModelVersion) -> str:
 def evaluate_task(task, splits, models_dir, tuned_mv, base_mv, settings, n: int | None = None,
                   precision: str = "auto") -> dict:
     rows = eval_rows(task, splits, n)
-    tuned_b = open_version(models_dir, tuned_mv, precision)
+    tuned_b = open_version(models_dir, tuned_mv, precision, task.name)
     base_b = open_version(models_dir, base_mv, precision)
     log.info("evaluating %s on %d held-out examples (%s)", task.name, len(rows), tuned_b.placement.precision)
     tuned = score(task, tuned_b, settings, rows)

@@ -179,12 +179,31 @@ def _save(model, folder: Path) -> Path:
     return folder / "model.onnx"
 
 
+def quantize_int8(fp32: Path, work: Path, nbits: dict, down_proj: str = "4bit"):
+    """The fp32 graph at `fp32` quantized our way: the `nbits` MatMuls 4-bit, the others dynamic int8 (down_proj
+    "fp32": no 4-bit at all and down_proj left in fp32). Returns the loaded model; `work` holds scratch files."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exclude = []
+    if down_proj == "4bit":
+        mixed = _save(quantize_mixed(onnx.load(str(fp32)), nbits), work / "down4")
+    else:
+        mixed = fp32
+        exclude = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node
+                   if n.op_type == "MatMul" and "/down_proj/" in n.name]
+    quantize_dynamic(mixed, work / "int8.onnx", op_types_to_quantize=["MatMul"], per_channel=True,
+                     reduce_range=True, weight_type=QuantType.QInt8, use_external_data_format=True,
+                     nodes_to_exclude=exclude)
+    shutil.rmtree(work / "down4", ignore_errors=True)
+    return onnx.load(str(work / "int8.onnx"))
+
+
 def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path, down_proj: str = "4bit") -> int:
     """The base in each precision, LoRA-ready, into dst/<precision>/ (model.onnx, its data, genai_config.json);
     int8's down_proj and lm_head are 4-bit ("4bit"), or down_proj is left in fp32 and lm_head int8 ("fp32");
     int8-decode has gate_proj and up_proj 4-bit too."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     raw = dst / "raw"
     run_builder(checkpoint, raw, tools, dst / "build.log")
@@ -203,19 +222,7 @@ def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path, down_
         if precision == "fp32":
             out = onnx.load(str(fp32))
         elif precision in ("int8", "int8" + DECODE_SUFFIX):
-            exclude = []
-            if down_proj == "4bit":
-                nbits = NBITS if precision == "int8" else NBITS_DECODE
-                mixed = _save(quantize_mixed(onnx.load(str(fp32)), nbits), raw / "down4")
-            else:
-                mixed = fp32
-                exclude = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node
-                           if n.op_type == "MatMul" and "/down_proj/" in n.name]
-            quantize_dynamic(mixed, raw / "int8.onnx", op_types_to_quantize=["MatMul"], per_channel=True,
-                             reduce_range=True, weight_type=QuantType.QInt8, use_external_data_format=True,
-                             nodes_to_exclude=exclude)
-            shutil.rmtree(raw / "down4", ignore_errors=True)
-            out = onnx.load(str(raw / "int8.onnx"))
+            out = quantize_int8(fp32, raw, NBITS if precision == "int8" else NBITS_DECODE, down_proj)
         else:
             raise ValueError(f"the fused-attention base has no {precision} build (fp32, int8, int8-decode)")
         add_lora_inputs(out, slots)

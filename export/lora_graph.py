@@ -119,6 +119,57 @@ def _toposort(graph) -> None:
     graph.node.extend(ordered)
 
 
+def strip_lora(model) -> int:
+    """Remove the LoRA nodes and inputs of a LoRA-ready `model` (in place): each projection writes its own output
+    name again, and the graph is the base it was made from. Returns how many nodes went."""
+    graph = model.graph
+    lora = [n for n in graph.node if "/lora" in n.name]
+    # each slot's Add wrote the projection's old output name from `<y>_base`: give that name back to the projection
+    rename = {n.input[0]: n.output[0] for n in lora if n.op_type == "Add"}
+    keep = [n for n in graph.node if "/lora" not in n.name]
+    for n in keep:
+        for k, o in enumerate(n.output):
+            n.output[k] = rename.get(o, o)
+    del graph.node[:]
+    graph.node.extend(keep)
+    inputs = [i for i in graph.input if not i.name.startswith("lora_")]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    return len(lora)
+
+
+def merge_lora(model, feeds: dict) -> int:
+    """Fold an adapter into the float weights of a LoRA-ready `model` (in place): W += A B for each projection the
+    adapter targets (its factors as runtime/adapters.py reads them, scale in B, one adapter: [1, in, r] and
+    [1, r, out]), then strip the LoRA nodes. The result computes what the graph computed with those factors
+    fed, without the 3 small nodes a projection that a step pays for (bench.lora_cost). Returns the projections
+    changed."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    merged = 0
+    for add in [n for n in graph.node if "/lora" in n.name and n.op_type == "Add"]:
+        b_node = producer[add.input[1]]  # (x A) B
+        a_node = producer[b_node.input[0]]  # x A
+        a, b = feeds[a_node.input[1]], feeds[b_node.input[1]]
+        if a.shape[0] != 1 or b.shape[0] != 1:
+            raise ValueError("merge_lora takes one adapter's factors, not a batch's")
+        if a.shape[2] == 0:
+            continue  # rank 0: this projection is not targeted
+        proj = producer[add.input[0]]
+        if proj.op_type != "MatMul" or proj.input[1] not in inits:
+            raise ValueError(f"{proj.name} is not a float MatMul with its weight in the graph: merge into fp32")
+        w = numpy_helper.to_array(inits[proj.input[1]])
+        w = w + (a[0].astype(np.float64) @ b[0].astype(np.float64)).astype(w.dtype)
+        inits[proj.input[1]].CopyFrom(numpy_helper.from_array(w, proj.input[1]))
+        merged += 1
+    strip_lora(model)
+    return merged
+
+
 def patch_export(src_dir: Path, dst_dir: Path, precisions: list[str]) -> list[LoraSlot]:
     """Write a LoRA-ready copy of every precision of the export in `src_dir` to `dst_dir` (same layout)."""
     import onnx

@@ -121,8 +121,56 @@ def embedder_ready(s: Settings) -> bool:
 
 
 def ready(s: Settings, tasks: list[str]) -> bool:
-    """Every task's model and the retrieval embedder are built and current: serving can start as is."""
-    return embedder_ready(s) and tasks_ready(s, tasks)
+    """Every task's model, the merged decode graphs asked for and the retrieval embedder are built and current:
+    serving can start as is."""
+    return embedder_ready(s) and tasks_ready(s, tasks) and all(merged_ready(s, t) for t in s.merged_decode)
+
+
+def _mergeable(s: Settings, task: str) -> registry.ModelVersion | None:
+    """The task's current version, if it is an adapter on the fused graph (what a merged decode graph needs)."""
+    from tasks import REGISTRY, TaskKind
+
+    if task not in REGISTRY or REGISTRY[task].kind == TaskKind.CLASSIFY:
+        log.warning("NLPAPP_MERGED_DECODE names %r, which is not a generation task: ignored", task)
+        return None
+    cur = registry.current(s.models_dir, task)
+    if cur is None or not cur.adapter or graph_of(cur) != "fused":
+        return None
+    return cur
+
+
+def merged_ready(s: Settings, task: str) -> bool:
+    """The task's merged decode graph is built for its current version, or was tried and refused by its check."""
+    import json
+    from pathlib import Path
+
+    from runtime.gqa import MERGED_FORMAT, merged_dir
+
+    cur = _mergeable(s, task)
+    if cur is None:
+        return True
+    try:
+        made = json.loads((merged_dir(s.models_dir, cur.version) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return made.get("format") == MERGED_FORMAT and made.get("export") == Path(cur.path).name
+
+
+def build_merged(s: Settings, task: str, force: bool = False) -> None:
+    """The merged decode graph of `task`'s served adapter (export/merged_decode.py), if it serves one on the fused
+    graph; a merge that fails its check is logged and the task decodes on the shared graph."""
+    from pathlib import Path
+
+    from export.merged_decode import build_merged_decode
+
+    cur = _mergeable(s, task)
+    if cur is None:
+        log.warning("task %s serves no adapter on the fused graph: no merged decode graph", task)
+        return
+    try:
+        build_merged_decode(Path(cur.path), Path(cur.adapter), cur.version, s.models_dir, force=force)
+    except ValueError as refused:
+        log.warning("task %s decodes on the shared graph: %s", task, refused)
 
 
 def tasks_ready(s: Settings, tasks: list[str]) -> bool:
@@ -155,6 +203,8 @@ def prepare_models(s: Settings, tasks: list[str], force: bool = False) -> None:
             by_base.setdefault(task_base(s, t), []).append(t)
         for source, group in by_base.items():
             _prepare_on_base(s, source, group, force)
+    for t in s.merged_decode:
+        build_merged(s, t, force)
     from export.embedder import build_embedder
 
     build_embedder(s.models_dir, force=force)  # retrieval's model, so that serving never needs torch

@@ -33,6 +33,31 @@ DECODE_SUFFIX = "-decode"
 DECODE_GRAPH_MAX_ROWS = 4
 
 
+# A task's adapter merged into a decode graph of its own (export/merged_decode.py builds them, NLPAPP_MERGED_DECODE
+# chooses the tasks): models/onnx/merged-decode/<adapter version>/
+MERGED_FOLDER = "merged-decode"
+MERGED_FORMAT = 1  # bump when the merge or its check changes: cached graphs are then rebuilt
+
+
+def merged_dir(models_dir: Path, version: str) -> Path:
+    return Path(models_dir) / "onnx" / MERGED_FOLDER / version
+
+
+def merged_decode_graph(models_dir: Path, version: str, export_path: Path) -> Path | None:
+    """The checked merged decode graph of adapter `version` built on the export at `export_path`, or None."""
+    import json
+
+    folder = merged_dir(models_dir, version)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (manifest.get("format") != MERGED_FORMAT or manifest.get("export") != Path(export_path).name
+            or not manifest.get("check", {}).get("passed")):
+        return None
+    return folder / "model.onnx"
+
+
 def is_gqa_export(onnx_path: Path) -> bool:
     return (Path(onnx_path).parent / "genai_config.json").exists()
 
@@ -49,7 +74,7 @@ class GqaCausalLM(OnnxCausalLM):
         if self.placement.device != "cpu":
             # the slot views below are host arrays; a device-resident cache needs device buffers (not built yet)
             raise ValueError("the in-place KV cache runs on the CPU provider only")
-        self.slots, self.max_len = slots, max_len
+        self.slots, self.max_len, self.threads = slots, max_len, threads
         # decode_graph: one-token steps on the companion graph, when the export has one (same inputs, outputs and
         # cache layout, so both sessions work on the same slot buffers: prefill here, decode there). In the
         # background, steps run on int8 until it is open (opening it cost ~1.3 s of a start, measured).
@@ -72,6 +97,34 @@ class GqaCausalLM(OnnxCausalLM):
             else:
                 open_companion()
         self._kv: dict[str, np.ndarray] = {}  # shared by adapter views (copy.copy keeps the same dict)
+        self._bound = None  # (session, (first, n), feeds, IO binding) of the last step: see _binding
+
+    def add_merged_decode(self, lora, onnx_path: Path, background: bool = False, key: str = "") -> None:
+        """One-token steps whose rows all apply `lora` (runtime.adapters.LoraFeeds, the very object the task's
+        view feeds) run on `onnx_path`, that adapter merged into a decode graph (export/merged_decode.py), when
+        decode steps may use the decode graph at all. Opened in the background, steps use the shared graph
+        until it is open; a session that fails to open is logged and never used. `key` (the task) replaces that
+        key's earlier graph: a new adapter version lets the old one go."""
+        from runtime.providers import open_session
+
+        def open_it():
+            try:
+                session = open_session(onnx_path, "int8" + DECODE_SUFFIX, "cpu", self.threads)[0]
+            except Exception:  # noqa: BLE001 - that task's steps stay on the shared graph
+                log.exception("the merged decode graph %s could not be opened", onnx_path)
+                return
+            # held with its factors' dict, which run_slots recognises by identity
+            self._companion.setdefault("merged", {})[key or lora.name] = (lora.feeds, session)
+
+        if background:
+            import threading
+
+            threading.Thread(target=open_it, name="merged-decode-loader", daemon=True).start()
+        else:
+            open_it()
+
+    def drop_merged_decode(self, key: str) -> None:
+        self._companion.get("merged", {}).pop(key, None)
 
     @property
     def decode_session(self):
@@ -88,32 +141,58 @@ class GqaCausalLM(OnnxCausalLM):
         each row's length after them (cached + s). Returns the logits of each row's last token, [n, 1, vocab]
         (a graph with `logits_to_keep` computes no others). One-token steps of up to DECODE_GRAPH_MAX_ROWS rows
         run on the decode graph when this model has one and `decode_graph` allows it."""
-        import onnxruntime as ort
-
         n = ids.shape[0]
         decode_session = self.decode_session
         companion = (decode_graph and decode_session is not None and ids.shape[1] == 1
                      and ids.shape[0] <= DECODE_GRAPH_MAX_ROWS)
         session = decode_session if companion else self.session
+        feeds = self.lora.feeds if self.lora is not None else {}
+        if companion:  # every row on one adapter that has a merged decode graph: that graph, no factors to feed
+            for merged_feeds, merged_session in tuple(self._companion.get("merged", {}).values()):  # (a loader adds)
+                if merged_feeds is feeds:
+                    session, feeds = merged_session, {}
+                    break
         if first + n > self.slots or max(lengths) > self.max_len:
             raise ValueError(f"slots {first}..{first + n - 1} / length {max(lengths)} exceed the cache "
                              f"({self.slots} slots of {self.max_len} tokens)")
         lengths = np.asarray(lengths, np.int64)
         mask = (np.arange(int(lengths.max()))[None, :] < lengths[:, None]).astype(np.int64)
+        b = self._binding(session, first, n, feeds)
+        b.bind_output("logits", "cpu")  # a fresh output each step (a prefill's and a step's shapes differ)
+        b.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
+        b.bind_cpu_input("attention_mask", mask)
+        session.run_with_iobinding(b)
+        return b.get_outputs()[0].numpy()[:, -1:]
+
+    def _binding(self, session, first: int, n: int, feeds: dict):
+        """The IO binding of slots first .. first+n-1 with `feeds` (the adapter factors) bound, kept for the next
+        step while they stay the same: binding the 48 cache views and 240 factor inputs anew cost ~1 ms a step
+        (Qwen 0.5B), and a running batch keeps its rows and adapters for many steps; only the ids and the mask
+        change. One is kept: the decoder re-stacks the factors whenever a prompt chunk runs between steps, and a
+        kept binding holds its factors (up to 32 MB a row with a rank-16 adapter)."""
+        import onnxruntime as ort
+
+        held = self._bound
+        if held is not None and held[0] is session and held[1] == (first, n) and held[2] is feeds:
+            return held[3]
+        self._bound = None
         b = session.io_binding()
         b.bind_output("logits", "cpu")  # first: outputs come back in binding order
         for p, q in zip(self.past_names, self.present_names):
             view = ort.OrtValue.ortvalue_from_numpy(self._buffer(p)[first:first + n])  # no copy: the same memory
             b.bind_ortvalue_input(p, view)
             b.bind_ortvalue_output(q, view)
-        b.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
-        b.bind_cpu_input("attention_mask", mask)
-        for name, value in (self.lora.feeds.items() if self.lora is not None else ()):
-            b.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name, value in feeds.items():
+            b.bind_cpu_input(name, np.ascontiguousarray(value))  # the binding holds the arrays it was given
         if self.keeps_logits:
             b.bind_cpu_input(KEEP_INPUT, np.ones(1, np.int64))
-        session.run_with_iobinding(b)
-        return b.get_outputs()[0].numpy()[:, -1:]
+        self._bound = (session, (first, n), feeds, b)  # holding them, the identity tests never meet a reused id
+        return b
+
+    def with_adapter(self, lora) -> "GqaCausalLM":
+        view = super().with_adapter(lora)
+        view._bound = None  # each view binds its own (a binding is not shared between threads)
+        return view
 
     def read_slot(self, slot: int, length: int) -> dict[str, np.ndarray]:
         """A copy of the first `length` positions of a slot's cache, per past input: [kv_heads, length, head_dim]."""

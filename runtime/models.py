@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runtime import registry
 from runtime.registry import ModelKind
-from runtime.gqa import GqaCausalLM, is_gqa_export
+from runtime.gqa import GqaCausalLM, is_gqa_export, merged_decode_graph
 from runtime.lm import OnnxCausalLM, OnnxClassifier
 from runtime.providers import Placement, choose_precision
 
@@ -53,17 +53,19 @@ class ModelSet:
 
     def __init__(self, models_dir: Path, provider: str = "auto", precision: str = "auto", threads: int = 0,
                  max_batch: int = 8, prefill_chunk: int = 64, prefix_cache_mb: float = 64,
-                 decode_graph: bool = True):
+                 decode_graph: bool = True, merged_decode: tuple[str, ...] = (), background: bool = True):
         self.models_dir = Path(models_dir)
         self.provider, self.precision, self.threads = provider, precision, threads
         self.max_batch, self.prefill_chunk, self.prefix_cache_mb = max_batch, prefill_chunk, prefix_cache_mb
         self.decode_graph = decode_graph
+        self.merged_decode = tuple(merged_decode)  # tasks whose steps run on their adapter's merged decode graph
+        self.background = background  # open the decode graphs on a thread (a start's tabs answer sooner)
         self._sessions: dict[tuple[str, str], tuple[object, Placement]] = {}
         self._decoders: dict[tuple[str, str], object] = {}
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
 
-    def open(self, mv: registry.ModelVersion) -> Backend:
+    def open(self, mv: registry.ModelVersion, task: str | None = None) -> Backend:
         import json
 
         manifest = json.loads((Path(mv.path) / "manifest.json").read_text())
@@ -74,7 +76,7 @@ class ModelSet:
             onnx_path = Path(mv.path) / precision / "model.onnx"
             if mv.kind == ModelKind.LM and is_gqa_export(onnx_path):  # fused attention: its cache in place
                 model = GqaCausalLM(onnx_path, tok, precision, self.provider, self.threads, slots=self.max_batch,
-                                    decode_graph=self.decode_graph, decode_graph_background=True)
+                                    decode_graph=self.decode_graph, decode_graph_background=self.background)
             else:
                 cls = OnnxCausalLM if mv.kind == ModelKind.LM else OnnxClassifier
                 model = cls(onnx_path, tok, precision, self.provider, self.threads)
@@ -90,12 +92,27 @@ class ModelSet:
         if mv.adapter:  # a view of the shared base session that applies this version's adapter
             from runtime.adapters import read_adapter
 
-            model = model.with_adapter(read_adapter(Path(mv.adapter), model.session, mv.version))
+            lora = read_adapter(Path(mv.adapter), model.session, mv.version)
+            model = model.with_adapter(lora)
+            if task in self.merged_decode and self.decode_graph and isinstance(model, GqaCausalLM):
+                self._open_merged(model, lora, mv, task)
         labels = None
         if mv.kind == ModelKind.CLASSIFIER:
             cfg = json.loads((Path(mv.path) / "config.json").read_text())
             labels = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
         return Backend(mv, model, placement, labels, decoder)
+
+    def _open_merged(self, model: GqaCausalLM, lora, mv: registry.ModelVersion, task: str) -> None:
+        """The adapter's own decode graph (export/merged_decode.py) for steps of this task alone, if it is built for
+        this version on this export; else the task decodes on the shared graph, as every other task."""
+        model.drop_merged_decode(task)  # an earlier version's graph, if any
+        path = merged_decode_graph(self.models_dir, mv.version, Path(mv.path))
+        if path is None:
+            log.warning("%s has no merged decode graph on %s (python -m export prepare builds it): its steps run on "
+                        "the shared graph", mv.version, Path(mv.path).name)
+            return
+        model.add_merged_decode(lora, path, background=self.background, key=task)
+        log.info("%s decodes on its merged graph %s when its rows run alone", mv.version, path.parent.name)
 
     def load(self, task: str) -> Backend:
         """(Re)load the registry's current version for `task`; a new version replaces the old one live."""
@@ -105,7 +122,7 @@ class ModelSet:
         with self._lock:
             old = self._backends.get(task)
             if old is None or old.version.version != mv.version or old.version.path != mv.path:
-                self._backends[task] = self.open(mv)
+                self._backends[task] = self.open(mv, task)
                 log.info("task %s serves %s", task, self._backends[task].describe)
             return self._backends[task]
 

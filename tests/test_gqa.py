@@ -147,6 +147,39 @@ def test_adapters_on_the_packed_projection_equal_pytorch_peft(tiny_lm_dir, adapt
     assert answers["a"] != answers[None] and answers["b"] != answers[None] and answers["a"] != answers["b"]
 
 
+def test_a_kept_binding_follows_the_adapter_the_slots_and_the_steps(gqa_lm, adapters, tokenizer):
+    """run_slots keeps its IO binding while the slots and the adapter factors stay the same: every step then gives
+    what a fresh binding gives, and a new adapter or other slots are bound anew, not served stale."""
+    from runtime.adapters import read_adapter
+
+    loras = [read_adapter(adapters[n], gqa_lm.session, n) for n in ("a", "b")]
+    kept, fresh = gqa_lm.with_adapter(loras[0]), gqa_lm.with_adapter(loras[0])
+    ids = tokenizer(PROMPTS[0]).input_ids
+    n = len(ids)
+
+    def both(slot, tokens, length):  # the kept view on `slot`, the fresh one (binding dropped) on slot + 1
+        fresh._bound = None
+        got = [m.run_slots(s, np.asarray([tokens]), [length]) for m, s in ((kept, slot), (fresh, slot + 1))]
+        np.testing.assert_allclose(got[0], got[1], atol=1e-5, err_msg=f"slot {slot}, length {length}")
+        return got[0]
+
+    both(0, ids, n)
+    first = both(0, [ids[-1]], n + 1)
+    bound = kept._bound
+    second = both(0, [ids[-1]], n + 2)
+    assert kept._bound is bound and not np.allclose(first, second)  # reused, and the step moved on
+    kept.lora = fresh.lora = loras[1]
+    switched = both(0, [ids[-1]], n + 3)
+    assert kept._bound is not bound
+    fresh.lora = loras[0]
+    fresh._bound = None
+    stale = fresh.run_slots(1, np.asarray([[ids[-1]]]), [n + 3])  # the same step with the old adapter
+    assert not np.allclose(switched, stale, atol=1e-4)
+    fresh.lora = loras[1]
+    both(2, ids, n)  # other slots: bound anew, the same as fresh
+    assert kept._bound[1] == (2, 1)
+
+
 @pytest.fixture
 def slot_decoder(gqa_lm):
     from runtime.decoder import SlotDecoder, decoder_for
@@ -354,3 +387,84 @@ def test_the_lora_cost_bench_compares_with_the_same_base_without_lora_nodes(gqa_
     np.testing.assert_allclose(bare.run_slots(0, ids, [ids.shape[1]]), gqa_lm.run_slots(1, ids, [ids.shape[1]]),
                                atol=1e-5)
     assert time_steps(bare, first_len=ids.shape[1] + 1, steps=2) > 0
+
+
+def test_an_adapter_merged_into_a_decode_graph_answers_as_the_run_time_adapter(gqa_export, gqa_lm, adapters,
+                                                                               tokenizer, tmp_path):
+    """W + A B in fp32 is exactly the run-time adapter; the merged decode graph (quantized as the export's decode
+    graph) passes its check, takes no factors, and serves the steps whose rows all apply that adapter only."""
+    import onnx
+
+    from export.lora_graph import merge_lora
+    from export.merged_decode import _GraphInputs, build_merged_decode
+    from runtime.adapters import LoraFeeds, read_adapter, stack
+    from runtime.gqa import GqaCausalLM, merged_decode_graph
+
+    model = onnx.load(str(gqa_export.onnx("fp32")))
+    lora = read_adapter(adapters["a"], _GraphInputs(model.graph), "a")
+    assert merge_lora(model, lora.feeds) == 2 * 5  # every slot of both layers: adapter a targets all seven
+    assert not [i for i in model.graph.input if i.name.startswith("lora_")]
+    (tmp_path / "fp32").mkdir()
+    onnx.save(model, str(tmp_path / "fp32" / "model.onnx"))
+    config = gqa_export.onnx("fp32").parent / "genai_config.json"
+    (tmp_path / "fp32" / "genai_config.json").write_text(config.read_text())
+    merged = GqaCausalLM(tmp_path / "fp32" / "model.onnx", tokenizer, "fp32", "cpu", slots=1, max_len=512)
+    ids = np.asarray([tokenizer(PROMPTS[1]).input_ids], np.int64)
+    np.testing.assert_allclose(merged.run_slots(0, ids, [ids.shape[1]]),
+                               gqa_lm.with_adapter(read_adapter(adapters["a"], gqa_lm.session, "a"))
+                               .run_slots(2, ids, [ids.shape[1]]), atol=1e-4)
+
+    models = tmp_path / "models"
+    # The tiny model's random adapter moves its weights far more than a trained one does, so W + A B in 4 bits
+    # loses more here than the run-time path (float A B): the stated rule refuses it, and the refusal is recorded.
+    with pytest.raises(ValueError, match="differs from its run-time adapter"):
+        build_merged_decode(gqa_export.path, adapters["a"], "a-1", models)
+    assert merged_decode_graph(models, "a-1", gqa_export.path) is None
+    refused = json.loads((models / "onnx" / "merged-decode" / "a-1" / "manifest.json").read_text())["check"]
+    assert not refused["passed"] and refused["merged"]["mean_logit_cosine"] < 0.95
+    assert refused["run-time adapter"]["mean_logit_cosine"] >= 0.95
+    path = build_merged_decode(gqa_export.path, adapters["a"], "a-1", models, force=True, min_cosine=0.85)
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    assert manifest["check"]["passed"] and manifest["projections_merged"] == 10, manifest["check"]
+    assert merged_decode_graph(models, "a-1", gqa_export.path) == path
+    assert merged_decode_graph(models, "a-1", tmp_path / "another-export") is None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    assert not [i for i in graph.input if i.name.startswith("lora_")]
+    assert {n.name.split("/")[-2] for n in graph.node if n.op_type == "MatMulNBits"} == {
+        "gate_proj", "up_proj", "down_proj", "lm_head"}  # the export's decode recipe
+
+    served = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=4, max_len=512, decode_graph=True)
+    loras = {n: read_adapter(adapters[n], served.session, n) for n in ("a", "b")}
+    view = served.with_adapter(loras["a"])
+    view.add_merged_decode(loras["a"], path)
+    merged_session = served._companion["merged"]["a"][1]
+    n = ids.shape[1]
+    view.run_slots(0, ids, [n])
+    assert view._bound[0] is served.session  # prompts: the shared int8 graph with the adapter's factors
+    view.run_slots(0, ids[:, -1:], [n + 1])
+    assert view._bound[0] is merged_session
+    view.run_slots(0, ids[:, -1:], [n + 2], decode_graph=False)  # a task that keeps its steps on int8
+    assert view._bound[0] is served.session
+    other = served.with_adapter(loras["b"])
+    other.run_slots(1, ids[:, -1:], [n + 1])
+    assert other._bound[0] is served.decode_session  # another adapter: the shared decode graph
+    mixed = served.with_adapter(LoraFeeds("rows", stack([loras["a"], loras["b"]])))
+    mixed.run_slots(0, np.repeat(ids[:, -1:], 2, 0), [n + 1] * 2)
+    assert mixed._bound[0] is served.decode_session
+
+    # served: a task named in NLPAPP_MERGED_DECODE gets its graph (opened in the background), the others do not
+    from runtime import registry
+    from runtime.models import ModelSet
+
+    mv = registry.ModelVersion("a-1", "lm", str(gqa_export.path), tuned=True, base_model="tiny",
+                               adapter=str(adapters["a"]))
+    registry.register(models, "generate", mv)
+    registry.register(models, "summarize", mv)
+    backend = ModelSet(models, "cpu", "int8", merged_decode=("generate",)).load("generate")
+    for _ in range(300):
+        if backend.model._companion.get("merged"):
+            break
+        time.sleep(0.1)
+    assert [f is backend.model.lora.feeds for f, _ in backend.model._companion["merged"].values()] == [True]
+    other = ModelSet(models, "cpu", "int8", merged_decode=("generate",)).load("summarize")
+    assert not other.model._companion.get("merged")

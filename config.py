@@ -72,9 +72,9 @@ class Settings:
     # decode_graph) keeps its steps on int8. 0: every step on int8.
     decode_graph: bool = field(default_factory=lambda: _env("NLPAPP_DECODE_GRAPH", "1") not in ("0", "false", "off"))
     # Generation tasks whose one-token steps run on a decode graph with their adapter merged in (export/
-    # merged_decode.py) when only their rows are in the step: batch-1 decoding without the LoRA nodes (62.5-67.6 ->
-    # 70.5-72.8 tok/s), for ~0.36 GB a task. Summarize lost 1.8 ROUGE-L on validation with it, QA nothing
-    # (BENCHMARKS.md): off by default. Comma-separated task names; `python -m export prepare` builds the graphs.
+    # merged_decode.py) when only their rows are in the step: batch-1 decoding without the LoRA nodes (65 -> 81
+    # tok/s in one run), for ~0.36 GB a task. On validation summarize lost 0.7 ROUGE-L with it, QA nothing
+    # (BENCHMARKS.md). Comma-separated task names; `python -m export prepare` builds the graphs. Off by default.
     merged_decode: tuple[str, ...] = field(default_factory=lambda: tuple(
         t.strip() for t in _env("NLPAPP_MERGED_DECODE", "").split(",") if t.strip()))
     # Threads per ONNX Runtime session (0 = let ORT choose).

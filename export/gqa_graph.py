@@ -153,9 +153,10 @@ def keep_last_logits(model) -> None:
             out.type.tensor_type.shape.dim[1].dim_param = "kept_length"
 
 
-def quantize_mixed(model, nbits: dict = NBITS):
+def quantize_mixed(model, nbits: dict = NBITS, symmetric: bool = True):
     """The served weights: down_proj and lm_head 4-bit (MatMulNBits, NBITS; NBITS_DECODE for the decode graph),
-    every other MatMul dynamic int8 (MatMulInteger, by quantize_dynamic afterwards)."""
+    every other MatMul dynamic int8 (MatMulInteger, by quantize_dynamic afterwards). symmetric=False: each block
+    gets a zero point too (export/merged_decode.py says why)."""
     import logging
 
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
@@ -163,8 +164,8 @@ def quantize_mixed(model, nbits: dict = NBITS):
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     for pattern, blocks in nbits.items():
         others = [n.name for n in model.graph.node if n.op_type == "MatMul" and pattern not in n.name]
-        cfg = DefaultWeightOnlyQuantConfig(is_symmetric=True, **blocks)
-        q = MatMulNBitsQuantizer(model, is_symmetric=True, nodes_to_exclude=others, algo_config=cfg, **blocks)
+        cfg = DefaultWeightOnlyQuantConfig(is_symmetric=symmetric, **blocks)
+        q = MatMulNBitsQuantizer(model, is_symmetric=symmetric, nodes_to_exclude=others, algo_config=cfg, **blocks)
         q.process()
         model = q.model.model
     return model
@@ -179,7 +180,7 @@ def _save(model, folder: Path) -> Path:
     return folder / "model.onnx"
 
 
-def quantize_int8(fp32: Path, work: Path, nbits: dict, down_proj: str = "4bit"):
+def quantize_int8(fp32: Path, work: Path, nbits: dict, down_proj: str = "4bit", symmetric: bool = True):
     """The fp32 graph at `fp32` quantized our way: the `nbits` MatMuls 4-bit, the others dynamic int8 (down_proj
     "fp32": no 4-bit at all and down_proj left in fp32). Returns the loaded model; `work` holds scratch files."""
     import onnx
@@ -187,7 +188,7 @@ def quantize_int8(fp32: Path, work: Path, nbits: dict, down_proj: str = "4bit"):
 
     exclude = []
     if down_proj == "4bit":
-        mixed = _save(quantize_mixed(onnx.load(str(fp32)), nbits), work / "down4")
+        mixed = _save(quantize_mixed(onnx.load(str(fp32)), nbits, symmetric), work / "down4")
     else:
         mixed = fp32
         exclude = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node

@@ -36,7 +36,7 @@ DECODE_GRAPH_MAX_ROWS = 4
 # A task's adapter merged into a decode graph of its own (export/merged_decode.py builds them, NLPAPP_MERGED_DECODE
 # chooses the tasks): models/onnx/merged-decode/<adapter version>/
 MERGED_FOLDER = "merged-decode"
-MERGED_FORMAT = 1  # bump when the merge or its check changes: cached graphs are then rebuilt
+MERGED_FORMAT = 2  # bump when the merge or its check changes: cached graphs are then rebuilt (2: asymmetric 4-bit)
 
 
 def merged_dir(models_dir: Path, version: str) -> Path:

@@ -354,8 +354,8 @@ def test_int8_with_a_refused_4bit_down_proj_is_rebuilt_with_it_in_fp32(tiny_lm_d
 
     real = gqa.quantize_mixed
 
-    def broken_down_proj(model, nbits=gqa.NBITS):  # the 4-bit weights made useless: the int8 check must refuse them
-        model = real(model, nbits)
+    def broken_down_proj(model, nbits=gqa.NBITS, symmetric=True):  # 4-bit weights made useless: int8's check refuses
+        model = real(model, nbits, symmetric)
         for init in model.graph.initializer:
             if "down_proj" in init.name and init.data_type == onnx.TensorProto.UINT8:
                 init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), 0x0F), init.name))
@@ -416,7 +416,8 @@ def test_an_adapter_merged_into_a_decode_graph_answers_as_the_run_time_adapter(g
 
     models = tmp_path / "models"
     # The tiny model's random adapter moves its weights far more than a trained one does, so W + A B in 4 bits
-    # loses more here than the run-time path (float A B): the stated rule refuses it, and the refusal is recorded.
+    # loses more here than the run-time path (float A B): the stated rule refuses it, and the refusal is recorded
+    # (a start does not retry it) and never served.
     with pytest.raises(ValueError, match="differs from its run-time adapter"):
         build_merged_decode(gqa_export.path, adapters["a"], "a-1", models)
     assert merged_decode_graph(models, "a-1", gqa_export.path) is None
@@ -426,6 +427,7 @@ def test_an_adapter_merged_into_a_decode_graph_answers_as_the_run_time_adapter(g
     path = build_merged_decode(gqa_export.path, adapters["a"], "a-1", models, force=True, min_cosine=0.85)
     manifest = json.loads((path.parent / "manifest.json").read_text())
     assert manifest["check"]["passed"] and manifest["projections_merged"] == 10, manifest["check"]
+    assert manifest["recipe"]["symmetric"] is False  # 4-bit blocks with zero points (export/merged_decode.py)
     assert merged_decode_graph(models, "a-1", gqa_export.path) == path
     assert merged_decode_graph(models, "a-1", tmp_path / "another-export") is None
     graph = onnx.load(str(path), load_external_data=False).graph

@@ -25,13 +25,12 @@ def strip_lora(src: Path, dst: Path) -> int:
     """Copy the graph in `src` to `dst` without its LoRA nodes and inputs; returns how many nodes went."""
     import onnx
 
+    from export.gqa_graph import _save
     from export.lora_graph import strip_lora as strip
 
     model = onnx.load(str(src / "model.onnx"))
     removed = strip(model)
-    dst.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(dst / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="model.onnx_data", size_threshold=1024)
+    _save(model, dst)
     shutil.copy2(src / "genai_config.json", dst / "genai_config.json")
     return removed
 

@@ -50,8 +50,9 @@ class _GraphInputs:
 def build_merged_decode(export_path: Path, adapter: Path, version: str, models_dir: Path, force: bool = False,
                         min_cosine: float | None = None) -> Path:
     """Fold `adapter` into the fp32 graph of the fused export at `export_path`, quantize it as that export's
-    decode graph, check it against the export's own decode graph fed the adapter, and keep it (cached by version
-    and export). Refuses an export without a decode graph or an fp32 graph, and a merge the check refuses."""
+    decode graph (4-bit blocks with zero points), check it against the fp32 graph fed the adapter (check_merged),
+    and keep it (cached by version and export). Refuses an export without a decode graph or an fp32 graph, and a
+    merge the check refuses (its record is kept)."""
     import onnx
 
     from export.gqa_graph import _save, quantize_int8
@@ -75,14 +76,11 @@ def build_merged_decode(export_path: Path, adapter: Path, version: str, models_d
     fp32 = _save(model, tmp / "fp32")
     del model
     quantized = quantize_int8(fp32, tmp, decode["nbits"], symmetric=SYMMETRIC)
-    _save(quantized, tmp / "graph")
+    _save(quantized, tmp)  # model.onnx and its data, beside quantize_int8's scratch files (removed below)
     del quantized
     shutil.rmtree(tmp / "fp32")
     for f in tmp.glob("int8.onnx*"):
         f.unlink()
-    for f in (tmp / "graph").iterdir():
-        f.rename(tmp / f.name)
-    (tmp / "graph").rmdir()
     shutil.copy2(export_path / decode["int8"] / "genai_config.json", tmp / "genai_config.json")
     check = check_merged(export_path, decode["int8"], tmp / "model.onnx", adapter, version, min_cosine)
     record = {"format": MERGED_FORMAT, "version": version, "adapter": str(adapter), "export": export_path.name,

@@ -141,19 +141,12 @@ def _mergeable(s: Settings, task: str) -> registry.ModelVersion | None:
 
 def merged_ready(s: Settings, task: str) -> bool:
     """The task's merged decode graph is built for its current version, or was tried and refused by its check."""
-    import json
     from pathlib import Path
 
-    from runtime.gqa import MERGED_FORMAT, merged_dir
+    from runtime.gqa import merged_manifest
 
     cur = _mergeable(s, task)
-    if cur is None:
-        return True
-    try:
-        made = json.loads((merged_dir(s.models_dir, cur.version) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return made.get("format") == MERGED_FORMAT and made.get("export") == Path(cur.path).name
+    return cur is None or merged_manifest(s.models_dir, cur.version, Path(cur.path)) is not None
 
 
 def build_merged(s: Settings, task: str, force: bool = False) -> None:

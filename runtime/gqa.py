@@ -43,19 +43,26 @@ def merged_dir(models_dir: Path, version: str) -> Path:
     return Path(models_dir) / "onnx" / MERGED_FOLDER / version
 
 
-def merged_decode_graph(models_dir: Path, version: str, export_path: Path) -> Path | None:
-    """The checked merged decode graph of adapter `version` built on the export at `export_path`, or None."""
+def merged_manifest(models_dir: Path, version: str, export_path: Path) -> dict | None:
+    """The record of adapter `version`'s merged decode graph built in this format on the export at `export_path`
+    (its check passed, or refused it), or None where none was."""
     import json
 
-    folder = merged_dir(models_dir, version)
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = json.loads((merged_dir(models_dir, version) / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    if (manifest.get("format") != MERGED_FORMAT or manifest.get("export") != Path(export_path).name
-            or not manifest.get("check", {}).get("passed")):
+    if manifest.get("format") != MERGED_FORMAT or manifest.get("export") != Path(export_path).name:
         return None
-    return folder / "model.onnx"
+    return manifest
+
+
+def merged_decode_graph(models_dir: Path, version: str, export_path: Path) -> Path | None:
+    """The checked merged decode graph of adapter `version` built on the export at `export_path`, or None."""
+    manifest = merged_manifest(models_dir, version, export_path)
+    if manifest is None or not manifest.get("check", {}).get("passed"):
+        return None
+    return merged_dir(models_dir, version) / "model.onnx"
 
 
 def is_gqa_export(onnx_path: Path) -> bool:
@@ -81,23 +88,33 @@ class GqaCausalLM(OnnxCausalLM):
         companion = Path(onnx_path).parent.parent / f"{precision}{DECODE_SUFFIX}" / "model.onnx"
         self._companion: dict = {}  # shared by adapter views (copy.copy), so a late session reaches them all
         if decode_graph and not precision.endswith(DECODE_SUFFIX) and companion.exists():
-            def open_companion():
-                from runtime.providers import open_session
+            def keep(session):
+                self._companion["session"] = session
 
-                try:
-                    self._companion["session"] = open_session(companion, precision + DECODE_SUFFIX, "cpu", threads)[0]
-                except Exception:  # noqa: BLE001 - decoding goes on on int8
-                    log.exception("the decode graph %s could not be opened; decode steps stay on %s", companion,
-                                  precision)
-
-            if decode_graph_background:
-                import threading
-
-                threading.Thread(target=open_companion, name="decode-graph-loader", daemon=True).start()
-            else:
-                open_companion()
+            self._open_aside(companion, keep, decode_graph_background)
         self._kv: dict[str, np.ndarray] = {}  # shared by adapter views (copy.copy keeps the same dict)
         self._bound = None  # (session, (first, n), feeds, IO binding) of the last step: see _binding
+
+    def _open_aside(self, onnx_path: Path, keep, background: bool) -> None:
+        """Open a decode graph's CPU session (on a thread if `background`) and hand it to keep(session); steps run on
+        the shared graph until then, and for good if it fails to open (logged)."""
+        def open_it():
+            from runtime.providers import open_session
+
+            try:
+                session = open_session(onnx_path, "int8" + DECODE_SUFFIX, "cpu", self.threads)[0]
+            except Exception:  # noqa: BLE001 - decoding goes on on the shared graph
+                log.exception("the decode graph %s could not be opened; its steps stay on the shared graph",
+                              onnx_path)
+                return
+            keep(session)
+
+        if background:
+            import threading
+
+            threading.Thread(target=open_it, name="decode-graph-loader", daemon=True).start()
+        else:
+            open_it()
 
     def add_merged_decode(self, lora, onnx_path: Path, background: bool = False, key: str = "") -> None:
         """One-token steps whose rows all apply `lora` (runtime.adapters.LoraFeeds, the very object the task's
@@ -105,23 +122,10 @@ class GqaCausalLM(OnnxCausalLM):
         decode steps may use the decode graph at all. Opened in the background, steps use the shared graph
         until it is open; a session that fails to open is logged and never used. `key` (the task) replaces that
         key's earlier graph: a new adapter version lets the old one go."""
-        from runtime.providers import open_session
-
-        def open_it():
-            try:
-                session = open_session(onnx_path, "int8" + DECODE_SUFFIX, "cpu", self.threads)[0]
-            except Exception:  # noqa: BLE001 - that task's steps stay on the shared graph
-                log.exception("the merged decode graph %s could not be opened", onnx_path)
-                return
-            # held with its factors' dict, which run_slots recognises by identity
+        def keep(session):  # held with its factors' dict, which run_slots recognises by identity
             self._companion.setdefault("merged", {})[key or lora.name] = (lora.feeds, session)
 
-        if background:
-            import threading
-
-            threading.Thread(target=open_it, name="merged-decode-loader", daemon=True).start()
-        else:
-            open_it()
+        self._open_aside(onnx_path, keep, background)
 
     def drop_merged_decode(self, key: str) -> None:
         self._companion.get("merged", {}).pop(key, None)

@@ -1,10 +1,12 @@
-"""int8 variants of a registered classifier: texts/s at batch 32 and validation accuracy of each.
+"""int8 variants of a registered classifier against its fp32 export: validation score, fidelity, texts/s.
 
     python -m bench.quant [--task sentiment] [--speed-texts 512] [--repeats 3]
 
-Quantizes the task's fp32 ONNX model with `quantize_dynamic` (MatMul only) in four ways, from the shipped
-recipe (down_proj MatMuls kept fp32) to every MatMul per-tensor, into a temporary folder; prints a table.
-Answers "why is int8 classification not 3x PyTorch": what the faster variants cost in accuracy.
+Quantizes the task's fp32 ONNX model in a few ways around the shipped recipe (export.onnx_export.quantize_int8:
+per-channel dynamic int8 on MatMuls and the token embedding, down_proj and the score head kept fp32) into a
+temporary folder and prints, per variant, the validation score (per language where the task has groups), how
+many answers equal fp32's, the mean change of the class log-probabilities from fp32's, and texts/s at batch 32. Variants are
+compared on validation: the test split is for releases.
 """
 from __future__ import annotations
 
@@ -16,49 +18,77 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = {  # name -> quantize_dynamic options on every MatMul; None: the recipe the app ships
-    "shipped: per-channel, reduce_range, down_proj fp32": None,
-    "all MatMuls, per-channel, reduce_range": dict(per_channel=True, reduce_range=True),
-    "all MatMuls, per-channel": dict(per_channel=True, reduce_range=False),
-    "all MatMuls, per-tensor": dict(per_channel=False, reduce_range=False),
-}
+DOWN, HEAD = "down_proj", "/score/"
 
 
-def run(task_name: str, speed_texts: int, repeats: int) -> list[tuple[str, float, float]]:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoTokenizer
+def _edge_layers(k: int, n_layers: int) -> tuple[str, ...]:
+    return tuple(f"/layers.{i}/" for i in [*range(k), *range(n_layers - k, n_layers)])
+
+
+def variants(n_layers: int) -> dict[str, dict | None]:
+    """name -> quantize_int8 options (None: the fp32 export itself)."""
+    return {
+        "fp32": None,
+        "shipped (recipe 3): down_proj and score head fp32": dict(keep_fp32=(DOWN, HEAD)),
+        "recipe 2: score head int8 too": dict(keep_fp32=(DOWN,)),
+        "shipped, 8-bit weights (no reduce_range)": dict(keep_fp32=(DOWN, HEAD), reduce_range=False),
+        "shipped, first and last 2 layers fp32 too": dict(keep_fp32=(DOWN, HEAD, *_edge_layers(2, n_layers))),
+    }
+
+
+def _logp(p: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(p, 1e-12, 1))
+
+
+def run(task_name: str, speed_texts: int, repeats: int) -> list[dict]:
+    import json
+
+    from sklearn.metrics import f1_score
 
     from bench.__main__ import model_paths
-    from export.onnx_export import quantize_int8
+    from export.onnx_export import INT8_OPS, quantize_int8
     from runtime.lm import OnnxClassifier
+    from runtime.models import _load_tokenizer
+    from runtime.registry import ModelKind
     from tasks import REGISTRY, build_data
 
     _, _, onnx_dir, _ = model_paths(task_name)
     src = Path(onnx_dir) / "fp32" / "model.onnx"
-    tok = AutoTokenizer.from_pretrained(onnx_dir)
-    val = build_data(task_name).val  # variants are compared on validation: the test split is for releases
-    texts, labels = [r["text"] for r in val], [r["label"] for r in val]
+    tok = _load_tokenizer(Path(onnx_dir))
+    n_layers = json.loads((Path(onnx_dir) / "config.json").read_text())["num_hidden_layers"]
+    val = build_data(task_name).val
+    texts = [r["text"] for r in val]
+    names = list(REGISTRY[task_name].labels)
+    y = np.array([names.index(r["label"]) for r in val])
+    groups = np.array([r.get("lang", "") for r in val])
     speed = sorted(texts[:speed_texts], key=len)
-    names = REGISTRY[task_name].labels
-    rows = []
+    rows, fp32 = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, opts) in enumerate(VARIANTS.items()):
-            dst = Path(tmp) / f"v{i}.onnx"
-            if opts is None:
-                quantize_int8(src, dst)
-            else:
-                quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, **opts)
-            clf = OnnxClassifier(dst, tok, "int8", "cpu")
+        for i, (name, opts) in enumerate(variants(n_layers).items()):
+            path = src
+            if opts is not None:
+                path = Path(tmp) / f"v{i}" / "model.onnx"
+                quantize_int8(src, path, INT8_OPS[ModelKind.CLASSIFIER], **opts)
+            clf = OnnxClassifier(path, tok, "fp32" if opts is None else "int8", "cpu")
             clf.predict_proba(speed[:32])  # warm-up
             rates = []
             for _ in range(repeats):
                 t = time.perf_counter()
                 clf.predict_proba(speed, batch_size=32)
                 rates.append(len(speed) / (time.perf_counter() - t))
-            pred = clf.predict_proba(texts, batch_size=32).argmax(-1)
-            acc = float(np.mean([names[int(p)] == y for p, y in zip(pred, labels)]))
-            rows.append((name, statistics.median(rates), acc))
-            print(f"{name:52s} {rows[-1][1]:7.1f} texts/s  accuracy {acc:.4f} (n={len(texts)})", flush=True)
+            p = clf.predict_proba(texts, batch_size=32)
+            fp32 = p if fp32 is None else fp32
+            pred = p.argmax(-1)
+            row = {"variant": name, "texts/s": statistics.median(rates), "accuracy": float((pred == y).mean()),
+                   "macro-F1": float(f1_score(y, pred, average="macro")),
+                   **{f"accuracy {g}": float((pred == y)[groups == g].mean()) for g in sorted(set(groups)) if g},
+                   "equal to fp32": float((pred == fp32.argmax(-1)).mean()),
+                   "log-prob change": float(np.abs(_logp(p) - _logp(fp32)).mean()),
+                   "MB": round(sum(f.stat().st_size for f in path.parent.iterdir()) / 2**20)}
+            rows.append(row)
+            print(" | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
+            del clf
+    print("| " + " | ".join(rows[0]) + " |")
     return rows
 
 

@@ -170,7 +170,9 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
          "How often the test split was scored for this version was not recorded when this card was written.")
         + _earlier_scores(metrics.get("test_split_scored_earlier"))
         + "".join(f" Also scored for a change that was not released: {note}"
-                  for note in metrics.get("test_looks_not_released", [])),
+                  for note in metrics.get("test_looks_not_released", []))
+        + "".join(f" Scored again after a change to how it is served: {note}"
+                  for note in metrics.get("serving_changes", [])),
         "",
         "## Data",
         "",

@@ -25,11 +25,18 @@ def times_test_scored(folder: Path, version: str) -> int:
     return int(previous.get("test_split_scored", 0)) if previous.get("model_version") == version else 0
 
 
-def looks_not_released(folder: Path, version: str) -> list[str]:
-    """This version's looks at its test split for a serving change that was then not released (each a sentence:
-    what was changed, what it scored): they count in test_split_scored and stay on every later card."""
+# Sentences a version's card keeps from one evaluation to the next, each a look at its test split: a serving change
+# that was then not released (what was changed, what it scored), and a released serving change of the same version
+# (what changed, the figures it replaced). They count in test_split_scored and stay on every later card.
+CARRIED_NOTES = ("test_looks_not_released", "serving_changes")
+
+
+def carried_notes(folder: Path, version: str) -> dict[str, list[str]]:
+    """This version's notes of CARRIED_NOTES from its previous metrics.json ({} for a new version)."""
     previous = _previous_metrics(folder)
-    return list(previous.get("test_looks_not_released", [])) if previous.get("model_version") == version else []
+    if previous.get("model_version") != version:
+        return {}
+    return {key: list(previous[key]) for key in CARRIED_NOTES if previous.get(key)}
 
 
 def earlier_test_scores(folder: Path, version: str) -> dict[str, int]:
@@ -82,9 +89,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     metrics = evaluate_task(task, splits, s.models_dir, tuned_mv, base_mv, s, n=eval_n)
     metrics["test_split_scored"] = times_test_scored(folder, tuned_mv.version) + 1
     metrics["test_split_scored_earlier"] = earlier_test_scores(folder, tuned_mv.version)
-    looks = looks_not_released(folder, tuned_mv.version)
-    if looks:
-        metrics["test_looks_not_released"] = looks
+    metrics.update(carried_notes(folder, tuned_mv.version))
     card = write_card(folder, task, splits.card(), facts, metrics, source)
     tuned_mv.metrics = metrics
     registry.register(s.models_dir, name, tuned_mv)  # now with its metrics; the app picks it up live

@@ -390,21 +390,26 @@ def test_the_card_counts_how_often_the_test_split_was_scored(tmp_path):
     assert "Earlier versions scored this task's test split too: v1 2 time(s), v2 1 time(s)" in card.read_text()
 
 
-def test_a_look_at_a_change_that_was_not_released_stays_on_the_versions_card(tmp_path):
+def test_looks_at_serving_changes_stay_on_the_versions_card(tmp_path):
     import json
 
     from export.card import write_card
-    from export.pipeline import looks_not_released
+    from export.pipeline import carried_notes
 
     note = "a looser retrieval rule: ROUGE-L 0.6 (not served)"
-    (tmp_path / "metrics.json").write_text(json.dumps({"model_version": "v1", "test_split_scored": 2,
-                                                       "test_looks_not_released": [note]}))
-    assert looks_not_released(tmp_path, "v1") == [note] and looks_not_released(tmp_path, "v2") == []
+    change = "int8 recipe 3: ROUGE-L 0.5 (before: 0.4)"
+    (tmp_path / "metrics.json").write_text(json.dumps({"model_version": "v1", "test_split_scored": 3,
+                                                       "test_looks_not_released": [note],
+                                                       "serving_changes": [change], "rougeL": 0.5}))
+    notes = carried_notes(tmp_path, "v1")
+    assert notes == {"test_looks_not_released": [note], "serving_changes": [change]}
+    assert carried_notes(tmp_path, "v2") == {}
     metrics = {"held_out_examples": 3, "fine_tuned": {"rougeL": 0.5}, "base_zero_shot": {}, "target": "met: x",
-               "baseline": {"name": "lead"}, "test_split_scored": 2, "test_looks_not_released": [note]}
+               "baseline": {"name": "lead"}, "test_split_scored": 3, **notes}
     card = write_card(tmp_path, REGISTRY["summarize"], Splits([], [], []).card(), {"config": {}}, metrics, "tiny")
-    assert f"scored 2 time(s) for this version (each `python -m export evaluate` adds one). Also scored for a " \
-           f"change that was not released: {note}" in card.read_text()
+    assert f"scored 3 time(s) for this version (each `python -m export evaluate` adds one). Also scored for a " \
+           f"change that was not released: {note} Scored again after a change to how it is served: {change}" \
+           in card.read_text()
 
 
 def test_a_classifier_is_scored_per_language_beside_its_baselines():

@@ -72,11 +72,13 @@ class Settings:
     # decode_graph) keeps its steps on int8. 0: every step on int8.
     decode_graph: bool = field(default_factory=lambda: _env("NLPAPP_DECODE_GRAPH", "1") not in ("0", "false", "off"))
     # Generation tasks whose one-token steps run on a decode graph with their adapter merged in (export/
-    # merged_decode.py) when only their rows are in the step: batch-1 decoding without the LoRA nodes (65 -> 81
-    # tok/s in one run), for ~0.36 GB a task. On validation summarize lost 0.7 ROUGE-L with it, QA nothing
-    # (BENCHMARKS.md). Comma-separated task names; `python -m export prepare` builds the graphs. Off by default.
+    # merged_decode.py) when only their rows are in the step: batch-1 decoding without the LoRA nodes (12.4 against
+    # 15.4 ms a step), for ~0.35 GB a task. On validation summarize lost 0.7 ROUGE-L with it, QA nothing; with both
+    # on, every tab answered 0.8 s later after a start and the server held 3.75 GB instead of 3.07 (BENCHMARKS.md).
+    # Comma-separated task names, or "none"; `python -m export prepare` builds the graphs.
     merged_decode: tuple[str, ...] = field(default_factory=lambda: tuple(
-        t.strip() for t in _env("NLPAPP_MERGED_DECODE", "").split(",") if t.strip()))
+        t.strip() for t in _env("NLPAPP_MERGED_DECODE", "qa,summarize").split(",")
+        if t.strip() and t.strip().lower() not in ("none", "0", "off")))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))
 

@@ -1,0 +1,12 @@
+"""Settings from the environment: defaults, and the words that turn a default off."""
+from config import Settings
+
+
+def test_merged_decode_graphs_default_to_qa_and_summarize_and_none_turns_them_off(monkeypatch):
+    monkeypatch.delenv("NLPAPP_MERGED_DECODE", raising=False)
+    assert Settings().merged_decode == ("qa", "summarize")  # the two within a point on validation (BENCHMARKS.md)
+    for off in ("none", "0", "off", " None "):
+        monkeypatch.setenv("NLPAPP_MERGED_DECODE", off)
+        assert Settings().merged_decode == ()
+    monkeypatch.setenv("NLPAPP_MERGED_DECODE", " generate , qa,")
+    assert Settings().merged_decode == ("generate", "qa")

@@ -131,7 +131,6 @@ def _mergeable(s: Settings, task: str) -> registry.ModelVersion | None:
     from tasks import REGISTRY, TaskKind
 
     if task not in REGISTRY or REGISTRY[task].kind == TaskKind.CLASSIFY:
-        log.warning("NLPAPP_MERGED_DECODE names %r, which is not a generation task: ignored", task)
         return None
     cur = registry.current(s.models_dir, task)
     if cur is None or not cur.adapter or graph_of(cur) != "fused":
@@ -155,10 +154,14 @@ def build_merged(s: Settings, task: str, force: bool = False) -> None:
     from pathlib import Path
 
     from export.merged_decode import build_merged_decode
+    from tasks import REGISTRY, TaskKind
 
+    if task not in REGISTRY or REGISTRY[task].kind == TaskKind.CLASSIFY:
+        log.warning("NLPAPP_MERGED_DECODE names %r, which is not a generation task: ignored", task)
+        return
     cur = _mergeable(s, task)
-    if cur is None:
-        log.warning("task %s serves no adapter on the fused graph: no merged decode graph", task)
+    if cur is None:  # e.g. on another base, where the task serves the un-tuned base: nothing to merge
+        log.info("task %s serves no adapter on the fused graph: no merged decode graph", task)
         return
     try:
         build_merged_decode(Path(cur.path), Path(cur.adapter), cur.version, s.models_dir, force=force)

@@ -5,8 +5,8 @@
 Quantizes the task's fp32 ONNX model in a few ways around the shipped recipe (export.onnx_export.quantize_int8:
 per-channel dynamic int8 on MatMuls and the token embedding, down_proj and the score head kept fp32) into a
 temporary folder and prints, per variant, the validation score (per language where the task has groups), how
-many answers equal fp32's, the mean change of the class log-probabilities from fp32's, and texts/s at batch 32. Variants are
-compared on validation: the test split is for releases.
+many answers equal fp32's, the mean change of the class log-probabilities from fp32's, and texts/s at batch 32.
+Variants are compared on validation: the test split is for releases.
 """
 from __future__ import annotations
 
@@ -86,9 +86,10 @@ def run(task_name: str, speed_texts: int, repeats: int) -> list[dict]:
                    "log-prob change": float(np.abs(_logp(p) - _logp(fp32)).mean()),
                    "MB": round(sum(f.stat().st_size for f in path.parent.iterdir()) / 2**20)}
             rows.append(row)
+            if len(rows) == 1:
+                print("| " + " | ".join(row) + " |")
             print(" | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
             del clf
-    print("| " + " | ".join(rows[0]) + " |")
     return rows
 
 

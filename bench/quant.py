@@ -48,13 +48,13 @@ def run(task_name: str, speed_texts: int, repeats: int) -> list[dict]:
     from bench.__main__ import model_paths
     from export.onnx_export import INT8_OPS, quantize_int8
     from runtime.lm import OnnxClassifier
-    from runtime.models import _load_tokenizer
     from runtime.registry import ModelKind
+    from runtime.tokenizer import FastTokenizer
     from tasks import REGISTRY, build_data
 
     _, _, onnx_dir, _ = model_paths(task_name)
     src = Path(onnx_dir) / "fp32" / "model.onnx"
-    tok = _load_tokenizer(Path(onnx_dir))
+    tok = FastTokenizer(Path(onnx_dir))
     n_layers = json.loads((Path(onnx_dir) / "config.json").read_text())["num_hidden_layers"]
     val = build_data(task_name).val
     texts = [r["text"] for r in val]

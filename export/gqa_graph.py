@@ -184,18 +184,14 @@ def quantize_int8(fp32: Path, work: Path, nbits: dict, down_proj: str = "4bit", 
     """The fp32 graph at `fp32` quantized our way: the `nbits` MatMuls 4-bit, the others dynamic int8 (down_proj
     "fp32": no 4-bit at all and down_proj left in fp32). Returns the loaded model; `work` holds scratch files."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    exclude = []
+    from export.onnx_export import quantize_int8 as dynamic_int8
+
     if down_proj == "4bit":
-        mixed = _save(quantize_mixed(onnx.load(str(fp32)), nbits, symmetric), work / "down4")
+        mixed, keep_fp32 = _save(quantize_mixed(onnx.load(str(fp32)), nbits, symmetric), work / "down4"), ()
     else:
-        mixed = fp32
-        exclude = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node
-                   if n.op_type == "MatMul" and "/down_proj/" in n.name]
-    quantize_dynamic(mixed, work / "int8.onnx", op_types_to_quantize=["MatMul"], per_channel=True,
-                     reduce_range=True, weight_type=QuantType.QInt8, use_external_data_format=True,
-                     nodes_to_exclude=exclude)
+        mixed, keep_fp32 = fp32, ("/down_proj/",)
+    dynamic_int8(mixed, work / "int8.onnx", ("MatMul",), keep_fp32, external_data=True)
     shutil.rmtree(work / "down4", ignore_errors=True)
     return onnx.load(str(work / "int8.onnx"))
 

@@ -126,11 +126,15 @@ def ready(s: Settings, tasks: list[str]) -> bool:
     return embedder_ready(s) and tasks_ready(s, tasks) and all(merged_ready(s, t) for t in s.merged_decode)
 
 
-def _mergeable(s: Settings, task: str) -> registry.ModelVersion | None:
-    """The task's current version, if it is an adapter on the fused graph (what a merged decode graph needs)."""
+def _generates(task: str) -> bool:
     from tasks import REGISTRY, TaskKind
 
-    if task not in REGISTRY or REGISTRY[task].kind == TaskKind.CLASSIFY:
+    return task in REGISTRY and REGISTRY[task].kind != TaskKind.CLASSIFY
+
+
+def _mergeable(s: Settings, task: str) -> registry.ModelVersion | None:
+    """The task's current version, if it is an adapter on the fused graph (what a merged decode graph needs)."""
+    if not _generates(task):
         return None
     cur = registry.current(s.models_dir, task)
     if cur is None or not cur.adapter or graph_of(cur) != "fused":
@@ -154,9 +158,8 @@ def build_merged(s: Settings, task: str, force: bool = False) -> None:
     from pathlib import Path
 
     from export.merged_decode import build_merged_decode
-    from tasks import REGISTRY, TaskKind
 
-    if task not in REGISTRY or REGISTRY[task].kind == TaskKind.CLASSIFY:
+    if not _generates(task):
         log.warning("NLPAPP_MERGED_DECODE names %r, which is not a generation task: ignored", task)
         return
     cur = _mergeable(s, task)

@@ -89,6 +89,21 @@ def fix_tokenizer(tokenizer) -> None:
     tokenizer.padding_side = "left"
 
 
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    """tokenizer.save_pretrained(folder), without a copy of the GGUF it was converted from.
+
+    Loaded from a GGUF, a sentencepiece-style fast tokenizer names the GGUF itself as its slow vocabulary
+    file, and save_pretrained copies that whole model file (94 MB for SmolLM2 Q4_1) into every folder as
+    "tokenizer.model"; a folder saved so passes it on. tokenizer.json holds the whole tokenizer.
+    """
+    vocab = getattr(tokenizer, "vocab_file", None)
+    if vocab and Path(vocab).is_file():
+        with open(vocab, "rb") as f:
+            if f.read(4) == b"GGUF":
+                tokenizer.vocab_file = None
+    tokenizer.save_pretrained(folder)
+
+
 def _load(resolved: BaseSpec | Path, models_dir: Path) -> tuple:
     """(tokenizer, fp32 model, PREPARED.json facts): a pinned GGUF verified first, or a local folder as it is."""
     import torch
@@ -136,7 +151,7 @@ def prepare_base(source: str | BaseSpec, models_dir: Path, force: bool = False) 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    save_tokenizer(tok, tmp)
     (tmp / "PREPARED.json").write_text(json.dumps({"source": str(source if not isinstance(source, BaseSpec)
                                                                  else source.name), **facts}, indent=1))
     shutil.rmtree(out, ignore_errors=True)

@@ -71,6 +71,8 @@ def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    from export.base_model import save_tokenizer
+
     if (out / "MERGED").exists():
         return out
     tok = AutoTokenizer.from_pretrained(base_dir)
@@ -86,7 +88,7 @@ def merge(task, base_dir: Path, folder: Path, out: Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    save_tokenizer(tok, tmp)
     (tmp / "MERGED").write_text(str(folder))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

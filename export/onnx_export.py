@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.base_model import save_tokenizer
 from runtime.lm import KEEP_INPUT
 from runtime.registry import ModelKind
 
@@ -341,14 +342,14 @@ def _export(checkpoint: Path, out: Path, kind: str, key: str, precisions: list[s
     if kind == ModelKind.LM:
         _untie_lm_head(model)
     model.save_pretrained(src)
-    tokenizer.save_pretrained(src)
+    save_tokenizer(tokenizer, src)
     main_export(str(src), output=tmp / "fp32", task=KINDS[kind], do_validation=False, library_name="transformers")
     if "fp16" in precisions:
         main_export(str(src), output=tmp / "fp16", task=KINDS[kind], device="cuda", dtype="fp16",
                     do_validation=False, library_name="transformers")
     if "int8" in precisions:
         quantize_int8(tmp / "fp32" / "model.onnx", tmp / "int8" / "model.onnx", INT8_OPS[kind], FP32_MATMULS[kind])
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
     model.config.save_pretrained(tmp)
     shutil.rmtree(src)
     result = ExportResult(tmp, kind, key, precisions)

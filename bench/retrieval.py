@@ -4,7 +4,9 @@ similarity threshold's trade-off between in-scope questions kept and out-of-scop
     python -m bench.retrieval
 
 The QA model card scores a 120-question sample through the whole answer path; this scores retrieval alone
-on all of them (seconds), and shows what moving `tasks.qa.MIN_SCORE` would cost before anyone moves it.
+on all of them (seconds), and shows what moving `tasks.qa.MIN_SCORE` would cost before anyone moves it. The
+similarity threshold alone: the hand-over gate served on top of it has its own figures
+(`python -m export.handover_gate`, adapters/qa/handover_gate/README.md).
 """
 from __future__ import annotations
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import logging
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +29,9 @@ MIN_SCORE = 0.50
 SYSTEM = (f"You are a friendly, concise customer-service agent for {SHOP}. Answer the customer's question "
           "using only the knowledge-base entries given. If they do not answer it, reply exactly: " + HANDOVER)
 MAX_KB_ROWS = 5000
+# The demo KB's hand-over gate (export/handover_gate.py writes it; its card is beside it)
+GATE_FILE = Path(__file__).resolve().parent.parent / "adapters" / "qa" / "handover_gate" / "gate.safetensors"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,14 +42,67 @@ class Entry:
     category: str = ""
 
 
+@dataclass
+class HandoverGate:
+    """P(the KB covers a question) from its embedding alone (logistic regression): below `threshold` no entry is
+    shown, and the model hands over. Similarity alone cannot tell "Where is my order NW-118734?" (a human's job)
+    from "Where is my order?" (an article's); a gate trained on the KB's own in-scope and off-topic questions can
+    learn part of that. It is trained for one KB (`kb_sha256`): an operator's KB gets none."""
+    weights: np.ndarray  # [embedding dim]
+    bias: float
+    threshold: float
+    kb_sha256: str = ""
+
+    def in_scope(self, vecs: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(np.asarray(vecs, np.float64) @ self.weights + self.bias)))
+
+    def save(self, path: Path) -> None:
+        from safetensors.numpy import save_file
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_file({"weights": self.weights.astype(np.float32), "bias": np.array([self.bias], np.float32),
+                   "threshold": np.array([self.threshold], np.float32)}, str(path),
+                  metadata={"kb_sha256": self.kb_sha256})
+
+    @classmethod
+    def load(cls, path: Path) -> "HandoverGate":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as f:
+            t = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+        return cls(t["weights"].astype(np.float64), float(t["bias"][0]), float(t["threshold"][0]),
+                   meta.get("kb_sha256", ""))
+
+
+def demo_kb_sha256() -> str:
+    from tasks.splits import DATA_FILES
+
+    return hashlib.sha256((DATA_FILES / "shop" / "kb.csv").read_bytes()).hexdigest()
+
+
+def demo_gate(path: Path = GATE_FILE) -> HandoverGate | None:
+    """The committed gate, if it was trained for the demo KB as it is now (else none, with a warning)."""
+    if not Path(path).exists():
+        return None
+    gate = HandoverGate.load(path)
+    if gate.kb_sha256 != demo_kb_sha256():
+        log.warning("hand-over gate %s was trained for another version of the demo knowledge base: not used "
+                    "(retrain it: python -m export.handover_gate)", path)
+        return None
+    return gate
+
+
 class KnowledgeBase:
     """Entries and their question embeddings; replaceable at run time (the operator's CSV)."""
 
-    def __init__(self, entries: list[Entry], embedder=None, phrasings: dict[str, list[str]] | None = None):
+    def __init__(self, entries: list[Entry], embedder=None, phrasings: dict[str, list[str]] | None = None,
+                 gate: HandoverGate | None = None):
         if not entries:
             raise TaskInputError("The knowledge base has no entries.")
         self.entries = entries
         self.phrasings = phrasings or {}  # known customer phrasings per entry id (training paraphrases)
+        self.gate = gate
         self._embedder = embedder
         self._vectors: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -85,6 +144,15 @@ class KnowledgeBase:
         qs = self.embedder.encode(queries)
         scores = qs @ self.vectors().T
         return [[(self.entries[i], float(row[i])) for i in np.argsort(-row)[:k]] for row in scores]
+
+    def shown_many(self, queries: list[str], k: int = TOP_K) -> list[list[tuple[Entry, float]]]:
+        """What the model is shown for each query: its top k entries at or above MIN_SCORE, none where the gate
+        (if any) judges the question off-topic."""
+        qs = self.embedder.encode(queries)
+        scores = qs @ self.vectors().T
+        keep = self.gate.in_scope(qs) >= self.gate.threshold if self.gate else np.ones(len(queries), bool)
+        return [[(self.entries[i], float(row[i])) for i in np.argsort(-row)[:k] if row[i] >= MIN_SCORE] if ok else []
+                for row, ok in zip(scores, keep)]
 
 
 def parse_kb_csv(data: bytes) -> list[Entry]:
@@ -157,6 +225,19 @@ def out_of_scope_split(seed: int = 0) -> tuple[list[dict], list[dict], list[dict
     return split(oos, seed, n_test=50, n_val=20)
 
 
+def more_out_of_scope_split(seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Later-written questions the KB cannot answer, most of them close to shop questions (one order's status, live
+    stock, goods the shop does not sell, complaints that need a person): 60 validation, the rest train (the hand-over
+    gate's; export/handover_gate.py). A file of their own, so out_of_scope.csv's splits, and the test questions every
+    version was scored on, stay as they were."""
+    from tasks.splits import DATA_FILES, dedupe, split
+
+    with open(DATA_FILES / "shop" / "out_of_scope_more.csv", encoding="utf-8") as f:
+        rows = dedupe([{"kb_id": "", "text": r["question"].strip()} for r in csv.DictReader(f)], lambda r: r["text"])
+    train, val, _ = split(rows, seed, n_test=0, n_val=60)
+    return train, val
+
+
 _kb: KnowledgeBase | None = None
 _kb_lock = threading.Lock()
 
@@ -168,7 +249,7 @@ def knowledge_base() -> KnowledgeBase:
             phrasings: dict[str, list[str]] = {}
             for p in paraphrase_split()[0]:
                 phrasings.setdefault(p["kb_id"], []).append(p["text"])
-            _kb = KnowledgeBase(load_default_entries(), phrasings=phrasings)
+            _kb = KnowledgeBase(load_default_entries(), phrasings=phrasings, gate=demo_gate())
         return _kb
 
 
@@ -195,8 +276,8 @@ def context_block(hits: list[tuple[Entry, float]]) -> str:
 
 
 def lookup(text: str, options: dict) -> dict:
-    hits = knowledge_base().search(text)
-    return {**options, "context": context_block(hits), "sources": [e.id for e, s in hits if s >= MIN_SCORE]}
+    shown = knowledge_base().shown_many([text])[0]
+    return {**options, "context": context_block(shown), "sources": [e.id for e, _ in shown]}
 
 
 def build_messages(text: str, options: dict) -> list[dict]:
@@ -253,8 +334,8 @@ def eval_sample(rows: list[dict], n: int) -> list[dict]:
 
 def retrieval_baseline(rows: list[dict]) -> tuple[str, dict]:
     """The top retrieved entry's answer verbatim, or the hand-over line below the similarity threshold."""
-    hits = knowledge_base().search_many([r["text"] for r in rows], k=1)
-    preds = [h[0][0].answer if h[0][1] >= MIN_SCORE else HANDOVER for h in hits]
+    shown = knowledge_base().shown_many([r["text"] for r in rows], k=1)  # as served: threshold and gate
+    preds = [h[0][0].answer if h else HANDOVER for h in shown]
     ins = [(r, p) for r, p in zip(rows, preds) if r["kb_id"]]
     oos = [p for r, p in zip(rows, preds) if not r["kb_id"]]
     m = rouge_l([p for _, p in ins], [r["target"] for r, _ in ins])
@@ -273,8 +354,10 @@ def answer_scores(rows: list[dict], answers: list[str]) -> dict:
     hits = kb.search_many([r["text"] for r, _ in inscope])
     n_in = max(len(inscope), 1)
     m["retrieval_hit_at_1"] = sum(h[0][0].id == r["kb_id"] for (r, _), h in zip(inscope, hits)) / n_in
-    # the entries the GPT is shown (top 3 above the similarity threshold): the right one among them?
-    m["retrieval_hit_shown"] = sum(r["kb_id"] in _shown_ids(r) for r, _ in inscope) / n_in
+    # the entries the GPT is shown (top 3 above the similarity threshold, unless the gate hides them): the right one
+    # among them?
+    shown = kb.shown_many([r["text"] for r, _ in inscope])
+    m["retrieval_hit_shown"] = sum(r["kb_id"] in [e.id for e, _ in s] for (r, _), s in zip(inscope, shown)) / n_in
     # which entry the answer really came from: the KB answer closest to it (ROUGE-L), i.e. the GPT as reranker;
     # found once per answer, for this and for the figures check
     came_from = {p: _closest_entry(kb, p) for p in answers}
@@ -332,12 +415,6 @@ def qa_verdict(tuned: dict, baseline: dict) -> str:
             f"{tuned.get('answered_from_right_entry', 0):.1%}")
 
 
-def _shown_ids(row) -> list[str]:
-    import re
-
-    return re.findall(r"^\[([^\]]+)\] Q:", row["options"].get("context", ""), flags=re.M)
-
-
 def _closest_entry(kb, answer: str) -> str | None:
     from rouge_score import rouge_scorer
 
@@ -357,6 +434,7 @@ def build_data(seed: int = 0) -> "Splits":
     entries = {e.id: e for e in load_default_entries()}
     p_train, p_val, p_test = paraphrase_split(seed)
     o_train, o_val, o_test = out_of_scope_split(seed)
+    _, m_val = more_out_of_scope_split(seed)  # validation only: an adapter trained on them too lost there
     oos = o_train + o_val + o_test
     kb = knowledge_base()
 
@@ -372,11 +450,13 @@ def build_data(seed: int = 0) -> "Splits":
         return out
 
     train = attach(p_train + o_train, True)
-    val = attach(p_val + o_val, False)
+    val = attach(p_val + o_val + m_val, False)
     test = attach(p_test + o_test, False)  # test context comes from retrieval alone, as in serving
     return Splits(train, val, test, sources=[
         {"name": "Northwind Goods demo knowledge base (written by this project; tasks/data/shop)",
          "license": "project's own (fictional)", "count": len(entries)},
         {"name": "customer paraphrases of the KB questions (project-written)", "license": "project's own",
          "count": len(p_train) + len(p_val) + len(p_test)},
-        {"name": "out-of-scope questions (project-written)", "license": "project's own", "count": len(oos)}])
+        {"name": "out-of-scope questions (project-written)", "license": "project's own", "count": len(oos)},
+        {"name": "more out-of-scope questions, most close to shop questions (project-written later; validation "
+                 "only)", "license": "project's own", "count": len(m_val)}])

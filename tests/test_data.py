@@ -193,3 +193,21 @@ def test_man_page_parser():
            '.SH OPTIONS\nnothing\n')
     assert parse_man(src) == ("ls - list directory contents", "List information about the FILEs (the current "
                               "directory by default). Sort entries alphabetically- by name.")
+
+
+def test_qa_questions_added_later_leave_its_test_split_as_it_was():
+    """out_of_scope_more.csv goes to training and validation only: the 238 QA test questions every version was
+    scored on stay the same questions in the same order, and none of the new ones repeats an older question."""
+    import hashlib
+
+    from tasks import qa
+
+    test = build_data("qa").test
+    digest = hashlib.sha256("\n".join(f"{r['kb_id']}\t{r['text']}" for r in test).encode()).hexdigest()[:16]
+    assert (len(test), digest) == (238, "875cf682c089a167")
+    more_train, more_val = qa.more_out_of_scope_split()
+    assert len(more_val) == 60 and len(more_train) >= 150
+    older = {norm_key(r["text"]) for part in (*qa.out_of_scope_split(), *qa.paraphrase_split()) for r in part}
+    assert not older & {norm_key(r["text"]) for r in more_train + more_val}
+    val = build_data("qa").val
+    assert sum(not r["kb_id"] for r in val) == 20 + 60  # off-topic validation questions: older 20, newer 60

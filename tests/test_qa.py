@@ -1,4 +1,5 @@
 """Customer-service QA: knowledge-base CSV parsing (hostile files too), retrieval, prompt with context."""
+import numpy as np
 import pytest
 
 from tasks import TaskInputError
@@ -70,3 +71,58 @@ def test_qa_verdict_names_each_target():
     assert v.startswith("MISSED") and "97.0%" in v
     assert qa.qa_verdict({**tuned, "numbers_grounded": 1.0}, {"rougeL": 0.6}).startswith("met")
     assert qa.qa_verdict({**tuned, "numbers_grounded": 1.0}, {"rougeL": 0.75}).startswith("MISSED")
+
+
+def _gate(bias: float) -> qa.HandoverGate:
+    """A gate that says the same for every question: P(in scope) = sigmoid(bias)."""
+    return qa.HandoverGate(np.zeros(384), bias, threshold=0.5)
+
+
+def test_the_gate_hides_every_entry_from_a_question_it_judges_off_topic(monkeypatch):
+    entries = [qa.Entry("k9", "Do you sell gift cards?", "Yes, from 10 to 500 EUR.")]
+    monkeypatch.setattr(qa, "_kb", qa.KnowledgeBase(entries, gate=_gate(+5.0)))
+    assert qa.lookup("do you have gift cards", {})["sources"] == ["k9"]
+    monkeypatch.setattr(qa, "_kb", qa.KnowledgeBase(entries, embedder=qa.knowledge_base().embedder, gate=_gate(-5.0)))
+    opts = qa.lookup("do you have gift cards", {})
+    assert opts["sources"] == [] and opts["context"] == "(no relevant entries)"
+    # the similarity threshold still applies with a gate that lets everything through
+    monkeypatch.setattr(qa, "_kb", qa.KnowledgeBase(entries, embedder=qa.knowledge_base().embedder, gate=_gate(+5.0)))
+    assert qa.lookup("who won the 1998 world cup", {})["sources"] == []
+
+
+def test_an_operators_knowledge_base_gets_no_gate(monkeypatch):
+    monkeypatch.setattr(qa, "_kb", qa.KnowledgeBase([qa.Entry("a", "q?", "a.")], gate=_gate(-5.0)))
+    kb = qa.set_knowledge_base([qa.Entry("k1", "Do you sell gift cards?", "Yes.")])
+    assert kb.gate is None and qa.lookup("do you sell gift cards", {})["sources"] == ["k1"]
+
+
+def test_a_gate_is_saved_and_used_only_for_the_kb_it_was_trained_for(tmp_path):
+    gate = qa.HandoverGate(np.linspace(-1, 1, 384), 0.25, 0.125, kb_sha256=qa.demo_kb_sha256())
+    gate.save(tmp_path / "gate.safetensors")
+    again = qa.demo_gate(tmp_path / "gate.safetensors")
+    assert again is not None and again.threshold == 0.125 and again.bias == 0.25
+    np.testing.assert_allclose(again.weights, gate.weights, atol=1e-6)
+    qa.HandoverGate(gate.weights, 0.25, 0.125, kb_sha256="0" * 64).save(tmp_path / "other.safetensors")
+    assert qa.demo_gate(tmp_path / "other.safetensors") is None
+    assert qa.demo_gate(tmp_path / "missing.safetensors") is None
+
+
+def test_the_committed_gate_was_trained_for_the_demo_kb_as_it_is():
+    """Editing kb.csv without retraining the gate (python -m export.handover_gate) turns it off: this says so."""
+    assert qa.demo_gate() is not None
+
+
+def test_fit_gate_keeps_the_in_scope_share_it_was_asked_to_and_turns_away_the_rest():
+    from export.handover_gate import fit_gate
+
+    rng = np.random.default_rng(0)
+    x_in = rng.normal(size=(300, 16)) + 1.5 * np.eye(16)[0]
+    x_out = rng.normal(size=(150, 16)) - 1.5 * np.eye(16)[0]
+    gate, table = fit_gate(x_in, x_out, np.zeros(150, bool), keep=0.98, cs=(0.1, 1.0))
+    assert {r["C"] for r in table} == {0.1, 1.0} and all(0.97 <= r["in_scope_kept"] <= 0.99 for r in table)
+    assert gate.threshold in [r["threshold"] for r in table]
+    assert np.mean(gate.in_scope(x_in) >= gate.threshold) >= 0.97
+    assert np.mean(gate.in_scope(x_out) < gate.threshold) >= 0.8
+    # off-topic questions the similarity threshold already turns away count as turned away
+    _, all_below = fit_gate(x_in, x_out, np.ones(150, bool), keep=0.98, cs=(1.0,))
+    assert all_below[0]["off_topic_turned_away"] == 1.0

@@ -65,7 +65,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     from export.prepare import register_base_version, shared_graph, task_base
     from export.train import config_for, load_extra
     from export.train import train as train_adapter
-    from tasks import REGISTRY, build_data
+    from tasks import REGISTRY, TaskKind, build_data
     from tasks.splits import leaks
 
     s = settings()
@@ -84,8 +84,13 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
         train_adapter(task, splits, base_dir, folder, cfg, extra_rows, start_from=adapter_dir(name) if go_on else None)
         write_adapter_meta(folder, base_dir)  # the base hash it was trained on: no other base will serve it
     if candidate:
-        print(f"{name}: candidate adapter in {folder}; compare it on validation: "
-              f"python -m bench.candidate --task {name} --candidate {folder}")
+        if task.kind == TaskKind.CLASSIFY:  # a classifier's run scores validation as it trains
+            sel = json.loads(facts_path.read_text()).get("val_selection") or {}
+            print(f"{name}: candidate adapter in {folder}; validation {sel.get('metric')} {sel.get('selected_value')} "
+                  f"(step {sel.get('selected_step')}; curve {sel.get('curve')})")
+        else:
+            print(f"{name}: candidate adapter in {folder}; compare it on validation: "
+                  f"python -m bench.candidate --task {name} --candidate {folder}")
         return {}
     facts = json.loads(facts_path.read_text())
     same_base = [t for t in REGISTRY if task_base(s, t) == source]

@@ -122,7 +122,7 @@ Trained by `python -m export.handover_gate` (seconds on a CPU).
 |---|---|---|---|
 {rows}
 
-Chosen: C = {m['C']:g}, threshold {m['threshold']:.3f}.
+Chosen: C = {m['C']:g}, threshold {m['threshold']:.3f}{" (the grid's least regularised C: a wider grid might choose another)" if m['C'] == max(r['C'] for r in m['cross_validation']) else ""}.
 
 **Validation** (after the choice): share of questions shown an entry
 

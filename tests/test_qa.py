@@ -126,3 +126,14 @@ def test_fit_gate_keeps_the_in_scope_share_it_was_asked_to_and_turns_away_the_re
     # off-topic questions the similarity threshold already turns away count as turned away
     _, all_below = fit_gate(x_in, x_out, np.ones(150, bool), keep=0.98, cs=(1.0,))
     assert all_below[0]["off_topic_turned_away"] == 1.0
+
+
+def test_the_committed_gate_shows_entries_for_the_tabs_own_examples():
+    """The Customer service tab's examples and sample inputs are shop questions: the served gate must let them
+    through; one order's status ("... NW-123456") is a human's job, "Where is my order?" an article's."""
+    kb = qa.KnowledgeBase(qa.knowledge_base().entries, embedder=qa.knowledge_base().embedder,
+                          phrasings=qa.knowledge_base().phrasings, gate=qa.demo_gate())
+    task = qa.TASK
+    shop = [e[0] for e in task.examples if "weather" not in e[0]] + list(task.sample_inputs) + [task.placeholder]
+    assert all(kb.shown_many(shop)), [q for q, s in zip(shop, kb.shown_many(shop)) if not s]
+    assert kb.shown_many(["Where is my order NW-123456?", "What's the weather like in Paris?"]) == [[], []]

@@ -134,25 +134,25 @@ class KnowledgeBase:
                 self._vectors = vec / np.linalg.norm(vec, axis=-1, keepdims=True)
             return self._vectors
 
+    def retrieve_many(self, queries: list[str], k: int = TOP_K) -> tuple[list, list]:
+        """Per query, (its top k entries with their scores, what the model is shown: those of them at or above
+        MIN_SCORE, none where the gate, if any, judges the question off-topic), from one encoding."""
+        qs = self.embedder.encode(queries)
+        scores = qs @ self.vectors().T
+        hits = [[(self.entries[i], float(row[i])) for i in np.argsort(-row)[:k]] for row in scores]
+        keep = self.gate.in_scope(qs) >= self.gate.threshold if self.gate else np.ones(len(queries), bool)
+        shown = [[(e, s) for e, s in h if s >= MIN_SCORE] if ok else [] for h, ok in zip(hits, keep)]
+        return hits, shown
+
     def search(self, query: str, k: int = TOP_K) -> list[tuple[Entry, float]]:
-        q = self.embedder.encode([query])[0]
-        scores = self.vectors() @ q
-        order = np.argsort(-scores)[:k]
-        return [(self.entries[i], float(scores[i])) for i in order]
+        return self.search_many([query], k)[0]
 
     def search_many(self, queries: list[str], k: int = TOP_K) -> list[list[tuple[Entry, float]]]:
-        qs = self.embedder.encode(queries)
-        scores = qs @ self.vectors().T
-        return [[(self.entries[i], float(row[i])) for i in np.argsort(-row)[:k]] for row in scores]
+        return self.retrieve_many(queries, k)[0]
 
     def shown_many(self, queries: list[str], k: int = TOP_K) -> list[list[tuple[Entry, float]]]:
-        """What the model is shown for each query: its top k entries at or above MIN_SCORE, none where the gate
-        (if any) judges the question off-topic."""
-        qs = self.embedder.encode(queries)
-        scores = qs @ self.vectors().T
-        keep = self.gate.in_scope(qs) >= self.gate.threshold if self.gate else np.ones(len(queries), bool)
-        return [[(self.entries[i], float(row[i])) for i in np.argsort(-row)[:k] if row[i] >= MIN_SCORE] if ok else []
-                for row, ok in zip(scores, keep)]
+        """What the model is shown for each query (retrieve_many's second half)."""
+        return self.retrieve_many(queries, k)[1]
 
 
 def parse_kb_csv(data: bytes) -> list[Entry]:
@@ -351,12 +351,11 @@ def answer_scores(rows: list[dict], answers: list[str]) -> dict:
     m["handover_rate_out_of_scope"] = sum(handed_over(p) for _, p in oos) / max(len(oos), 1)
     m["false_handover_rate_in_scope"] = sum(handed_over(p) for _, p in inscope) / max(len(inscope), 1)
     kb = knowledge_base()
-    hits = kb.search_many([r["text"] for r, _ in inscope])
-    n_in = max(len(inscope), 1)
-    m["retrieval_hit_at_1"] = sum(h[0][0].id == r["kb_id"] for (r, _), h in zip(inscope, hits)) / n_in
     # the entries the GPT is shown (top 3 above the similarity threshold, unless the gate hides them): the right one
     # among them?
-    shown = kb.shown_many([r["text"] for r, _ in inscope])
+    hits, shown = kb.retrieve_many([r["text"] for r, _ in inscope])
+    n_in = max(len(inscope), 1)
+    m["retrieval_hit_at_1"] = sum(h[0][0].id == r["kb_id"] for (r, _), h in zip(inscope, hits)) / n_in
     m["retrieval_hit_shown"] = sum(r["kb_id"] in [e.id for e, _ in s] for (r, _), s in zip(inscope, shown)) / n_in
     # which entry the answer really came from: the KB answer closest to it (ROUGE-L), i.e. the GPT as reranker;
     # found once per answer, for this and for the figures check

@@ -51,19 +51,24 @@ from runtime.lm import KEEP_INPUT
 
 log = logging.getLogger(__name__)
 
-# bump when the build or the patch changes: cached exports are then rebuilt (2: logits_to_keep; 3: int8-decode)
-GQA_FORMAT = 3
+# bump when the build or the patch changes: cached exports are then rebuilt (2: logits_to_keep; 3: int8-decode;
+# 4: q/k/v and o 4-bit in int8-decode)
+GQA_FORMAT = 4
 GENAI = "onnxruntime-genai==0.18.0"
 # transformers 5 wants a newer hub and tokenizers than the stack pins; they only ever load in the builder's process
 BUILDER_PACKAGES = (GENAI, "transformers==5.24.0", "huggingface-hub==1.31.0", "tokenizers==0.23.1")
 # 4-bit MatMuls (symmetric, accuracy level 4) and their block sizes; the module docstring says why
 NBITS = {"/down_proj/": dict(block_size=128, accuracy_level=4), "/lm_head/": dict(block_size=32, accuracy_level=4)}
-# The decode graph ("int8-decode", DECODE_SUFFIX): the MLP's gate and up projections 4-bit as well (the largest
-# weights a decode step reads), q/k/v and o still int8. A prefill on it would be ~45% slower, so prompts stay on
-# int8 and only one-token steps use this one (runtime/gqa.py, NLPAPP_DECODE_GRAPH). Translation lost 1.2 chrF on
-# validation with it (gate/up in blocks of 32: 0.6; up alone: 0.4) and keeps its steps on int8; summarize, qa
-# and generate did not lose (BENCHMARKS.md).
-NBITS_DECODE = {"/gate_proj/": dict(block_size=128, accuracy_level=4), "/up_proj/": dict(block_size=128, accuracy_level=4),
+# The decode graph ("int8-decode", DECODE_SUFFIX): every projection 4-bit (the MLP's gate and up are the largest
+# weights a decode step reads). A prefill on it would be ~45% slower, so prompts stay on int8 and only one-token
+# steps use this one (runtime/gqa.py, NLPAPP_DECODE_GRAPH). Translation lost 1.2 chrF on validation with gate/up
+# 4-bit (blocks of 32: 0.6; up alone: 0.4) and keeps its steps on int8; summarize, qa and generate did not lose
+# (BENCHMARKS.md). q/k/v and o went 4-bit too in GQA_FORMAT 4: as int8 each was five nodes a step (dynamic
+# quantize, scale Mul, MatMulInteger, Cast, Mul), as MatMulNBits one; decode batch 1 +15% bare, +11% with an
+# adapter, interleaved in one process; summarize validation ROUGE-L 0.3987 -> 0.3937 (120 rows), qa's answers
+# unchanged (BENCHMARKS.md, 2026-12-05 23:30 UTC).
+NBITS_DECODE = {"/qkv_proj/": dict(block_size=128, accuracy_level=4), "/o_proj/": dict(block_size=128, accuracy_level=4),
+                "/gate_proj/": dict(block_size=128, accuracy_level=4), "/up_proj/": dict(block_size=128, accuracy_level=4),
                 **NBITS}
 _PROJ = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(qkv_proj|o_proj|gate_proj|up_proj|down_proj)/MatMul(?:_Q4)?$")
 
@@ -199,7 +204,7 @@ def quantize_int8(fp32: Path, work: Path, nbits: dict, down_proj: str = "4bit", 
 def build(checkpoint: Path, dst: Path, precisions: list[str], tools: Path, down_proj: str = "4bit") -> int:
     """The base in each precision, LoRA-ready, into dst/<precision>/ (model.onnx, its data, genai_config.json);
     int8's down_proj and lm_head are 4-bit ("4bit"), or down_proj is left in fp32 and lm_head int8 ("fp32");
-    int8-decode has gate_proj and up_proj 4-bit too."""
+    int8-decode has every projection 4-bit (NBITS_DECODE)."""
     import onnx
 
     raw = dst / "raw"

@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 DECODE_SUFFIX = "-decode"
 # ... for steps of at most this many rows. Measured (run_slots, 64-80 positions, tok/s decode graph vs int8): batch 1
 # 63.0 vs 48.8, 2: 115.6 vs 87.7, 4: 156.8 vs 135.4, 6: 179.0 vs 170.6, 8: 183.9 vs 183.5; `python -m bench`'s batch 8
-# (256-token prompts) twice had int8 ahead (216 vs 168, 205 vs 178). Busy servers batch ~7 rows: they stay on int8.
-DECODE_GRAPH_MAX_ROWS = 4
+# (256-token prompts) twice had int8 ahead (216 vs 168, 205 vs 178). With q/k/v and o 4-bit as well (GQA_FORMAT 4;
+# a rerun: 256-token prompts, 32 steps, median of 3 interleaved rounds): 1: 110.9 vs 87.5, 2: 184.5 vs 156.9,
+# 4: 239.5 vs 214.1, 6: 282.8 vs 263.4, 8: 297.3 vs 294.9. So steps of up to 6 rows; at 8 it is a wash.
+DECODE_GRAPH_MAX_ROWS = 6
 
 
 # A task's adapter merged into a decode graph of its own (export/merged_decode.py builds them, NLPAPP_MERGED_DECODE

@@ -39,7 +39,7 @@ def test_the_fused_graph_is_checked_against_pytorch(gqa_export):
 
 
 def test_decode_steps_run_on_the_4bit_companion_and_prompts_on_int8(gqa_export, tokenizer):
-    """int8-decode: gate/up 4-bit too, checked like int8. With decode_graph (NLPAPP_DECODE_GRAPH=1) an int8 model
+    """int8-decode: every projection 4-bit (no dynamic int8 left), checked like int8. With decode_graph (NLPAPP_DECODE_GRAPH=1) an int8 model
     prefills on int8 and runs one-token steps on the companion, over the same slot cache; by default every step
     stays on int8."""
     import onnx
@@ -51,7 +51,8 @@ def test_decode_steps_run_on_the_4bit_companion_and_prompts_on_int8(gqa_export, 
     assert manifest["decode_graph"]["int8"] == "int8-decode"
     nodes = onnx.load(str(gqa_export.onnx("int8-decode")), load_external_data=False).graph.node
     assert {n.name.split("/")[-2] for n in nodes if n.op_type == "MatMulNBits"} == {
-        "gate_proj", "up_proj", "down_proj", "lm_head"}
+        "qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
+    assert not {"MatMulInteger", "DynamicQuantizeLinear"} & {n.op_type for n in nodes}
     served = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=2, max_len=128, decode_graph=True)
     plain = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=2, max_len=128)  # the default
     companion = GqaCausalLM(gqa_export.onnx("int8-decode"), tokenizer, "int8-decode", "cpu", slots=2, max_len=128)
@@ -432,8 +433,10 @@ def test_an_adapter_merged_into_a_decode_graph_answers_as_the_run_time_adapter(g
     assert merged_decode_graph(models, "a-1", tmp_path / "another-export") is None
     graph = onnx.load(str(path), load_external_data=False).graph
     assert not [i for i in graph.input if i.name.startswith("lora_")]
-    assert {n.name.split("/")[-2] for n in graph.node if n.op_type == "MatMulNBits"} == {
-        "gate_proj", "up_proj", "down_proj", "lm_head"}  # the export's decode recipe
+    four_bit = lambda g: {n.name.split("/")[-2] for n in g.node if n.op_type == "MatMulNBits"}  # noqa: E731
+    decode = onnx.load(str(gqa_export.onnx("int8-decode")), load_external_data=False).graph
+    assert four_bit(graph) == four_bit(decode) == {  # the export's decode recipe
+        "qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
 
     served = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=4, max_len=512, decode_graph=True)
     loras = {n: read_adapter(adapters[n], served.session, n) for n in ("a", "b")}

@@ -75,6 +75,8 @@ class Settings:
     # merged_decode.py) when only their rows are in the step: batch-1 decoding without the LoRA nodes (12.4 against
     # 15.4 ms a step), for ~0.35 GB a task. On validation summarize lost 0.7 ROUGE-L with it, QA nothing; with both
     # on, every tab answered 0.8 s later after a start and the server held 3.75 GB instead of 3.07 (BENCHMARKS.md).
+    # generate may be added (its quotes answer ~26% faster) at +0.37 GB: 4.25 GB served, at the memory bound of
+    # BENCHMARKS.md, so it is not on by default.
     # Comma-separated task names, or "none"; `python -m export prepare` builds the graphs.
     merged_decode: tuple[str, ...] = field(default_factory=lambda: tuple(
         t.strip() for t in _env("NLPAPP_MERGED_DECODE", "qa,summarize").split(",")

@@ -68,8 +68,8 @@ class Settings:
     # 0 turns it off.
     prefix_cache_mb: float = field(default_factory=lambda: float(_env("NLPAPP_PREFIX_CACHE_MB", "64")))
     # Fused graph: one-token decode steps of up to 6 rows on the export's int8-decode companion (every projection
-    # 4-bit: batch-1 decoding 87 -> 111 tok/s in one interleaved run), prompts still on int8; a task whose validation lost on it (translation: Decoding.
-    # decode_graph) keeps its steps on int8. 0: every step on int8.
+    # 4-bit: batch-1 decoding 87 -> 111 tok/s in one interleaved run), prompts still on int8; a task whose
+    # validation lost on it (translation: Decoding.decode_graph) keeps its steps on int8. 0: every step on int8.
     decode_graph: bool = field(default_factory=lambda: _env("NLPAPP_DECODE_GRAPH", "1") not in ("0", "false", "off"))
     # Generation tasks whose one-token steps run on a decode graph with their adapter merged in (export/
     # merged_decode.py) when only their rows are in the step: batch-1 decoding without the LoRA nodes (12.4 against

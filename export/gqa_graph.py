@@ -67,9 +67,8 @@ NBITS = {"/down_proj/": dict(block_size=128, accuracy_level=4), "/lm_head/": dic
 # quantize, scale Mul, MatMulInteger, Cast, Mul), as MatMulNBits one; decode batch 1 +15% bare, +11% with an
 # adapter, interleaved in one process; summarize validation ROUGE-L 0.3987 -> 0.3937 (120 rows), qa's answers
 # unchanged (BENCHMARKS.md, 2026-12-05 23:30 UTC).
-NBITS_DECODE = {"/qkv_proj/": dict(block_size=128, accuracy_level=4), "/o_proj/": dict(block_size=128, accuracy_level=4),
-                "/gate_proj/": dict(block_size=128, accuracy_level=4), "/up_proj/": dict(block_size=128, accuracy_level=4),
-                **NBITS}
+NBITS_DECODE = {**{f"/{proj}/": dict(block_size=128, accuracy_level=4)
+                   for proj in ("qkv_proj", "o_proj", "gate_proj", "up_proj")}, **NBITS}
 _PROJ = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(qkv_proj|o_proj|gate_proj|up_proj|down_proj)/MatMul(?:_Q4)?$")
 
 

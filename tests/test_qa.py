@@ -43,6 +43,15 @@ def test_retrieval_finds_the_right_entry_and_context_has_it():
     assert qa.context_block([(kb.entries[0], 0.1)]) == "(no relevant entries)"
 
 
+def test_the_model_is_shown_only_the_top_entries():
+    kb = qa.KnowledgeBase([qa.Entry("std", "How long does standard delivery take?", "3-5 working days."),
+                           qa.Entry("exp", "How long does express delivery take?", "1-2 working days."),
+                           qa.Entry("int", "How long does delivery abroad take?", "5-10 working days.")])
+    hits, shown = kb.retrieve_many(["how long does delivery take"])
+    assert len(hits[0]) == 3 and sum(s >= qa.MIN_SCORE for _, s in hits[0]) > qa.SHOWN_K  # more than one qualifies
+    assert shown[0] == hits[0][: qa.SHOWN_K]
+
+
 def test_prepare_and_prompt_use_the_served_kb(monkeypatch):
     kb = qa.KnowledgeBase([qa.Entry("k9", "Do you sell gift cards?", "Yes, from 10 to 500 EUR.")])
     monkeypatch.setattr(qa, "_kb", kb)

@@ -43,6 +43,8 @@ def bytes_per_token(onnx_path: Path) -> tuple[int, int]:
 
     model = onnx.load(str(onnx_path), load_external_data=True)
     gathered = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
+    # a tied embedding (SmolLM2) is the fp32 lm_head weight transposed, which ONNX Runtime folds once at load
+    gathered |= {n.input[0] for n in model.graph.node if n.op_type == "Transpose" and n.output[0] in gathered}
     total = skipped = 0
     for init in model.graph.initializer:
         size = numpy_helper.to_array(init).nbytes

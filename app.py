@@ -31,7 +31,7 @@ def create_service(build_missing: bool = True, background: bool = True):
             log.info("models are not prepared yet: preparing (first start only, a few minutes)")
             prepare_models(s, list(REGISTRY))
     models = ModelSet(s.models_dir, s.provider, s.precision, s.ort_threads, s.max_batch, s.prefill_chunk,
-                      s.prefix_cache_mb, s.decode_graph, s.merged_decode)
+                      s.prefix_cache_mb, s.decode_graph, s.merged_decode, lookahead=s.lookahead)
     order = load_order()
     warmups = {n: REGISTRY[n].warmup for n in order if REGISTRY[n].warmup}
     if background:

@@ -67,6 +67,10 @@ class Settings:
     # prompts share their system prompt, which is then prefilled once. 64 MB holds ~2,700 Qwen 0.5B positions.
     # 0 turns it off.
     prefix_cache_mb: float = field(default_factory=lambda: float(_env("NLPAPP_PREFIX_CACHE_MB", "64")))
+    # Fused graph: greedy answers check up to this many tokens a step copied from their own prompt (prompt lookup:
+    # where the answer's last tokens occur in the prompt, what follows them there) in one pass, and keep those the
+    # model would have picked anyway. 0 turns it off.
+    lookahead: int = field(default_factory=lambda: int(_env("NLPAPP_LOOKAHEAD", "8")))
     # Fused graph: one-token decode steps of up to 6 rows on the export's int8-decode companion (every projection
     # 4-bit: batch-1 decoding 87 -> 111 tok/s in one interleaved run), prompts still on int8; a task whose
     # validation lost on it (translation: Decoding.decode_graph) keeps its steps on int8. 0: every step on int8.

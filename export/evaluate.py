@@ -38,7 +38,7 @@ def open_version(models_dir, mv: registry.ModelVersion, precision: str = "auto",
 
     s = settings()
     return ModelSet(models_dir, "auto", precision, prefix_cache_mb=s.prefix_cache_mb, decode_graph=s.decode_graph,
-                    merged_decode=s.merged_decode, background=False).open(mv, task)
+                    merged_decode=s.merged_decode, background=False, lookahead=s.lookahead).open(mv, task)
 
 
 def _service(task, backend, settings):

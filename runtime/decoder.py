@@ -7,6 +7,9 @@ delays the others' streams by one chunk at a time rather than by its whole prefi
 batch (left-padded to the batch's length and masked). Finished, failed and abandoned requests (the reader went
 away: a closed browser tab) leave the batch at the next step.
 
+On the in-place graph (SlotDecoder), a greedy answer that copies its prompt (a QA entry) may take several tokens a
+pass: a draft looked up in its prompt, checked in one pass, kept while it is what the answer would have been.
+
 Tokens of a sequence do not depend on what else is in the batch (same greedy tokens as decoding it alone; the
 tests check it), because every row has its own attention mask, positions, sampling state and random generator.
 """
@@ -41,6 +44,8 @@ class _Request:
     last: int = 0  # the token to feed at the next decode step
     length: int = 0  # tokens in its cache (slot decoding)
     reused: int = 0  # prompt tokens whose cache came from the prefix cache (slot decoding)
+    draft_misses: int = 0  # drafts in a row of which no token was taken (prompt lookup) ...
+    draft_wait: int = 0  # ... and the steps to wait before the next: 2 ** misses
 
     def __post_init__(self):
         self.rng = np.random.default_rng(self.sampling.seed)
@@ -246,8 +251,10 @@ class ContinuousDecoder:
         self.steps += 1
         self.rows_decoded += len(self._rows)
         if self.steps % 500 == 0:
-            log.info("continuous decoder: %d steps, %.1f sequences a step on average, up to %d at once",
-                     self.steps, self.rows_decoded / self.steps, self.max_rows_seen)
+            log.info("continuous decoder: %d steps, %.1f sequences a step on average, up to %d at once%s",
+                     self.steps, self.rows_decoded / self.steps, self.max_rows_seen,
+                     f"; prompt lookup: {self.accepted} of {self.drafted} draft tokens taken"
+                     if getattr(self, "drafted", 0) else "")
         finished = [i for i, r in enumerate(self._rows) if not self._emit(r, logits[i, -1])]
         if finished:
             self._remove(finished)
@@ -322,9 +329,12 @@ class SlotDecoder(ContinuousDecoder):
     move down into the freed slots (a copy only then, only of their real length). A prompt that starts like a
     recent one of the same adapter gets that beginning's cache copied into its slot first (PrefixCache)."""
 
-    def __init__(self, lm, max_batch: int = 16, prefill_chunk: int = 64, prefix_cache_mb: float = 64):
+    def __init__(self, lm, max_batch: int = 16, prefill_chunk: int = 64, prefix_cache_mb: float = 64,
+                 lookahead: int = 0):
         super().__init__(lm, min(max_batch, lm.slots), prefill_chunk)
         self.prefixes = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self.lookahead = lookahead  # prompt-lookup draft tokens checked per row and step (0: none)
+        self.drafted = self.accepted = 0
 
     def _prefill_step(self, req: _Request) -> None:
         n = len(req.prompt)
@@ -373,6 +383,8 @@ class SlotDecoder(ContinuousDecoder):
             self._rows[i].out.put(_DONE)
         if full:
             self._remove(full)
+        if self.lookahead and not self._waiting and len(self._rows) <= LOOKUP_MAX_ROWS:
+            self._lookahead()
         if not self._rows:
             return
         rows = self._rows
@@ -385,9 +397,73 @@ class SlotDecoder(ContinuousDecoder):
         self._after_step(logits)
 
 
-def decoder_for(lm, max_batch: int = 16, prefill_chunk: int = 64, prefix_cache_mb: float = 64) -> ContinuousDecoder:
-    """The batching loop that fits `lm`'s graph: in-place slots (and a prompt-prefix cache) for a fused-attention
-    graph, else the concatenating one."""
+    def _draft(self, r: _Request) -> list[int]:
+        """Prompt lookup: where the answer's last LOOKUP_NGRAM tokens (else its last two) occur in the prompt, the
+        up to `lookahead` tokens that follow them there; greedy answers only (sampled ones and those under a
+        constraint are left alone). An answer that copies its prompt (a QA entry, a name, a placeholder) then
+        takes several tokens a pass."""
+        s = r.sampling
+        if s.temperature > 0 or s.constraint is not None:
+            return []
+        if r.draft_wait > 0:  # its last drafts were refused: an answer that does not copy is not drafted every step
+            r.draft_wait -= 1
+            return []
+        room = min(self.lookahead, s.max_new_tokens - len(r.generated) - 2, self.lm.max_len - r.length - 2)
+        prompt = r.prompt
+        for n in (LOOKUP_NGRAM, 2):
+            if room <= 0 or len(r.generated) < n:
+                continue
+            tail = r.generated[-n:]
+            for j in range(len(prompt) - n - 1, -1, -1):  # the latest occurrence with tokens after it
+                if prompt[j:j + n] == tail:
+                    return prompt[j + n:j + n + room]
+        return []
+
+    def _lookahead(self) -> None:
+        """Each row with a draft feeds its next token and the draft in one pass on its own slot; the draft's tokens
+        are taken while they are what the row would have picked anyway (its own sampling rules, in order), plus
+        the one after them: the same answer as one token a step, in fewer passes. Its cache past the first
+        refused token is left stale (a row reads only up to its length)."""
+        done = []
+        for i, r in enumerate(self._rows):
+            draft = self._draft(r)
+            if not draft:
+                continue
+            self._set_loras([r.lora])
+            logits = self.lm.run_slots(i, np.asarray([[r.last, *draft]], np.int64), [r.length + 1 + len(draft)],
+                                       r.sampling.decode_graph, keep=len(draft) + 1)[0]
+            self.drafted += len(draft)
+            r.length += 1  # r.last is in its cache now
+            taken = 0
+            for j in range(len(draft) + 1):
+                if not self._emit(r, logits[j]):
+                    done.append(i)
+                    break
+                if j == len(draft) or r.last != draft[j]:
+                    break
+                r.length += 1  # draft[j] was the row's own pick: its cache entry, written above, stands
+                taken += 1
+            self.accepted += taken
+            r.draft_misses = 0 if taken else r.draft_misses + 1
+            r.draft_wait = 2 ** r.draft_misses if r.draft_misses else 0
+        if done:
+            self._remove(done)
+
+
+# Prompt lookup (SlotDecoder._draft): the answer's last 3 tokens, else 2, looked up in its prompt ...
+LOOKUP_NGRAM = 3
+# ... in steps of at most this many rows, no prompt waiting. Each draft is checked in a pass of its own (~20 ms for 9
+# tokens of Qwen 0.5B, against ~7 for a one-row step), which pays at one or two rows; a busy server is bound by
+# prefill (one chunk a step) and a longer step serves fewer prompts. 32 users, 5 minutes (BENCHMARKS.md, 2026-12-06):
+# with drafts checked at every step QA's p95 fell 11.4 -> 9.1 s, the others' rose (translate 10.2 -> 13.0 s) and
+# throughput fell 9.5 -> 8.9 requests/s; with no prompt waiting in the decoder (Gradio queues the rest) alike.
+LOOKUP_MAX_ROWS = 2
+
+
+def decoder_for(lm, max_batch: int = 16, prefill_chunk: int = 64, prefix_cache_mb: float = 64,
+                lookahead: int = 0) -> ContinuousDecoder:
+    """The batching loop that fits `lm`'s graph: in-place slots (and a prompt-prefix cache, and prompt-lookup
+    drafts) for a fused-attention graph, else the concatenating one."""
     if getattr(lm, "in_place", False):
-        return SlotDecoder(lm, max_batch, prefill_chunk, prefix_cache_mb)
+        return SlotDecoder(lm, max_batch, prefill_chunk, prefix_cache_mb, lookahead)
     return ContinuousDecoder(lm, max_batch, prefill_chunk)

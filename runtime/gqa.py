@@ -33,6 +33,11 @@ DECODE_SUFFIX = "-decode"
 # a rerun: 256-token prompts, 32 steps, median of 3 interleaved rounds): 1: 110.9 vs 87.5, 2: 184.5 vs 156.9,
 # 4: 239.5 vs 214.1, 6: 282.8 vs 263.4, 8: 297.3 vs 294.9. So steps of up to 6 rows; at 8 it is a wash.
 DECODE_GRAPH_MAX_ROWS = 6
+# ... and passes of up to this many tokens whose every position's logits are wanted (a draft checked in one pass,
+# runtime.decoder.SlotDecoder._lookahead; a prompt's prefill stays on int8). One row, 200 cached positions, qa's
+# merged decode graph against int8 with the run-time adapter (ms): 2 tokens 8.6 vs 14.3, 4: 11.8 vs 17.1,
+# 9: 19.7 vs 24.3, 17: 33.3 vs 34.9.
+DECODE_GRAPH_MAX_TOKENS = 16
 
 
 # A task's adapter merged into a decode graph of its own (export/merged_decode.py builds them, NLPAPP_MERGED_DECODE
@@ -142,15 +147,17 @@ class GqaCausalLM(OnnxCausalLM):
             self._kv[name] = np.zeros((self.slots, self.kv_heads, self.max_len, self.head_dim), self.past_dtype)
         return self._kv[name]
 
-    def run_slots(self, first: int, ids: np.ndarray, lengths: Sequence[int], decode_graph: bool = True) -> np.ndarray:
+    def run_slots(self, first: int, ids: np.ndarray, lengths: Sequence[int], decode_graph: bool = True,
+                  keep: int = 1) -> np.ndarray:
         """One forward pass over slots first .. first+n-1, in place. ids [n, s]: each row's next s tokens; lengths:
-        each row's length after them (cached + s). Returns the logits of each row's last token, [n, 1, vocab]
-        (a graph with `logits_to_keep` computes no others). One-token steps of up to DECODE_GRAPH_MAX_ROWS rows
-        run on the decode graph when this model has one and `decode_graph` allows it."""
-        n = ids.shape[0]
+        each row's length after them (cached + s). Returns the logits of each row's last `keep` tokens,
+        [n, keep, vocab] (a graph with `logits_to_keep` computes no others). One-token steps of up to
+        DECODE_GRAPH_MAX_ROWS rows run on the decode graph when this model has one and `decode_graph` allows it, and
+        so do passes of up to DECODE_GRAPH_MAX_TOKENS that keep every position's logits (a draft's check)."""
+        n, s = ids.shape
         decode_session = self.decode_session
-        companion = (decode_graph and decode_session is not None and ids.shape[1] == 1
-                     and ids.shape[0] <= DECODE_GRAPH_MAX_ROWS)
+        companion = (decode_graph and decode_session is not None and n <= DECODE_GRAPH_MAX_ROWS
+                     and (s == 1 or keep == s <= DECODE_GRAPH_MAX_TOKENS))
         session = decode_session if companion else self.session
         feeds = self.lora.feeds if self.lora is not None else {}
         if companion:  # every row on one adapter that has a merged decode graph: that graph, no factors to feed
@@ -167,8 +174,10 @@ class GqaCausalLM(OnnxCausalLM):
         b.bind_output("logits", "cpu")  # a fresh output each step (a prefill's and a step's shapes differ)
         b.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
         b.bind_cpu_input("attention_mask", mask)
+        if self.keeps_logits:
+            b.bind_cpu_input(KEEP_INPUT, np.full(1, keep, np.int64))
         session.run_with_iobinding(b)
-        return b.get_outputs()[0].numpy()[:, -1:]
+        return b.get_outputs()[0].numpy()[:, -keep:]
 
     def _binding(self, session, first: int, n: int, feeds: dict):
         """The IO binding of slots first .. first+n-1 with `feeds` (the adapter factors) bound, kept for the next
@@ -190,8 +199,6 @@ class GqaCausalLM(OnnxCausalLM):
             b.bind_ortvalue_output(q, view)
         for name, value in feeds.items():
             b.bind_cpu_input(name, np.ascontiguousarray(value))  # the binding holds the arrays it was given
-        if self.keeps_logits:
-            b.bind_cpu_input(KEEP_INPUT, np.ones(1, np.int64))
         self._bound = (session, (first, n), feeds, b)  # holding them, the identity tests never meet a reused id
         return b
 

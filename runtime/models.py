@@ -53,11 +53,13 @@ class ModelSet:
 
     def __init__(self, models_dir: Path, provider: str = "auto", precision: str = "auto", threads: int = 0,
                  max_batch: int = 8, prefill_chunk: int = 64, prefix_cache_mb: float = 64,
-                 decode_graph: bool = True, merged_decode: tuple[str, ...] = (), background: bool = True):
+                 decode_graph: bool = True, merged_decode: tuple[str, ...] = (), background: bool = True,
+                 lookahead: int = 0):
         self.models_dir = Path(models_dir)
         self.provider, self.precision, self.threads = provider, precision, threads
         self.max_batch, self.prefill_chunk, self.prefix_cache_mb = max_batch, prefill_chunk, prefix_cache_mb
         self.decode_graph = decode_graph
+        self.lookahead = lookahead  # prompt-lookup draft tokens a step (runtime.decoder.SlotDecoder)
         self.merged_decode = tuple(merged_decode)  # tasks whose steps run on their adapter's merged decode graph
         self.background = background  # open the decode graphs on a thread (a start's tabs answer sooner)
         self._sessions: dict[tuple[str, str], tuple[object, Placement]] = {}
@@ -87,7 +89,8 @@ class ModelSet:
             from runtime.decoder import decoder_for
 
             if key not in self._decoders:
-                self._decoders[key] = decoder_for(model, self.max_batch, self.prefill_chunk, self.prefix_cache_mb)
+                self._decoders[key] = decoder_for(model, self.max_batch, self.prefill_chunk, self.prefix_cache_mb,
+                                                  self.lookahead)
             decoder = self._decoders[key]
         if mv.adapter:  # a view of the shared base session that applies this version's adapter
             from runtime.adapters import read_adapter

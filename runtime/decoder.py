@@ -76,6 +76,7 @@ class ContinuousDecoder:
         self.steps = 0  # decode steps run (a step serves every active row)
         self.max_rows_seen = 0
         self.rows_decoded = 0  # tokens decoded in batch steps (sum of the batch sizes)
+        self.drafted = self.accepted = 0  # prompt-lookup draft tokens checked and taken (SlotDecoder)
 
     # ---- the caller's side -------------------------------------------------------------------------------
     def stream(self, prompt_ids: Sequence[int], s: Sampling, lora=None) -> Iterator[int]:
@@ -254,7 +255,7 @@ class ContinuousDecoder:
             log.info("continuous decoder: %d steps, %.1f sequences a step on average, up to %d at once%s",
                      self.steps, self.rows_decoded / self.steps, self.max_rows_seen,
                      f"; prompt lookup: {self.accepted} of {self.drafted} draft tokens taken"
-                     if getattr(self, "drafted", 0) else "")
+                     if self.drafted else "")
         finished = [i for i, r in enumerate(self._rows) if not self._emit(r, logits[i, -1])]
         if finished:
             self._remove(finished)
@@ -334,7 +335,6 @@ class SlotDecoder(ContinuousDecoder):
         super().__init__(lm, min(max_batch, lm.slots), prefill_chunk)
         self.prefixes = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self.lookahead = lookahead  # prompt-lookup draft tokens checked per row and step (0: none)
-        self.drafted = self.accepted = 0
 
     def _prefill_step(self, req: _Request) -> None:
         n = len(req.prompt)

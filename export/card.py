@@ -164,6 +164,7 @@ def write_card(folder: Path, task, data_card: dict, facts: dict, metrics: dict, 
         "",
         f"**Target**: {metrics['target']}.",
         "",
+        *[f"Chosen on validation: {note}\n" for note in metrics.get("chosen_on_validation", [])],
         (f"The test split has been scored {metrics['test_split_scored']} time(s) for this version (each "
          "`python -m export evaluate` adds one)."
          if metrics.get("test_split_scored") else

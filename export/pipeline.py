@@ -28,7 +28,7 @@ def times_test_scored(folder: Path, version: str) -> int:
 # Sentences a version's card keeps from one evaluation to the next, each a look at its test split: a serving change
 # that was then not released (what was changed, what it scored), and a released serving change of the same version
 # (what changed, the figures it replaced). They count in test_split_scored and stay on every later card.
-CARRIED_NOTES = ("test_looks_not_released", "serving_changes")
+CARRIED_NOTES = ("test_looks_not_released", "serving_changes", "chosen_on_validation")
 
 
 def carried_notes(folder: Path, version: str) -> dict[str, list[str]]:

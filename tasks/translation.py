@@ -1,4 +1,6 @@
 """Translation between English and Spanish and between English and Chinese, with the direction chosen by the user."""
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.base import Control, Decoding, Task, TaskKind, chat, chrf
@@ -48,7 +50,9 @@ TASK = Task(
     # all-4-bit one (GQA_FORMAT 4) 56.00 -> 55.18 over every validation row (en->es -1.5), and no faster end to end
     decoding=Decoding(max_new_tokens=160, temperature=0.0, repetition_penalty=1.0, no_repeat_ngram=4,
                       decode_graph=False),
-    # every direction met its held-out chrF target (adapters/translate/README.md): nothing is marked experimental
+    # English -> Chinese missed its held-out chrF target once everyday sentences joined the held-out sample
+    # (adapters/translate/README.md): the UI says so beside the control and under each such answer
+    experimental={"English → Chinese": "held-out score 34 of 100, below its target of 35; 24 on everyday sentences"},
     examples=(("Where is the train station?", "English → Spanish"),
               ("¿Dónde puedo comprar un billete de autobús?", "Spanish → English"),
               ("Open the file and save your changes.", "English → Chinese"),
@@ -58,20 +62,25 @@ TASK = Task(
     # Qwen2.5-Coder-0.5B: a multilingual vocabulary (SmolLM2-135M is English-centric and never learned Chinese).
     # ~60 CPU minutes on 2 cores (~17 s a step): 220 steps x 8 rows, all four directions mixed, batches of
     # similar length; a 0.5B step costs about 2x a 135M one.
-    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=220, batch_size=8, max_len=160, lr=2e-4,
-                      train_examples=2000, group_by_length=True, time_budget_s=4200.0),
-    # 60 held-out rows per direction, drawn across documents (the split keeps a document's rows together)
-    evaluation=EvalPlan(size=240, metric="chrF", verdict=at_least_per_group("chrF", CHRF_TARGETS),
-                        group_by="direction", select_rows=lambda rows, n: seeded_balanced(rows, n, "direction"),
+    # balance_by "mix": a run draws its rows in turn from everyday text and two halves of the rest (_rows), so of
+    # its 3,000 rows 2,000 are software text, as many as before everyday text was added (with 2,000 rows in all,
+    # validation lost 2.1 chrF on software text for 3.8 gained on everyday sentences)
+    train=TrainConfig(base="qwen2.5-coder-0.5b", max_steps=330, batch_size=8, max_len=160, lr=2e-4,
+                      train_examples=3000, group_by_length=True, balance_by="mix", time_budget_s=4200.0),
+    # 60 held-out rows of software text per direction, drawn across documents (the split keeps a document's rows
+    # together), and 20 everyday sentences per direction (held_out_sample)
+    evaluation=EvalPlan(size=320, metric="chrF", verdict=at_least_per_group("chrF", CHRF_TARGETS),
+                        group_by="direction", select_rows=lambda rows, n: held_out_sample(rows, n),
+                        extra_scores=lambda rows, preds: everyday_scores(rows, preds),
                         baseline=lambda splits, rows: (
                             "copy the source text", per_group(chrf, rows, [r["text"] for r in rows], "direction")),
                         in_words=lambda ft, base: f"its translations scored {ft['chrF']:.0f} out of 100 for "
                                                   f"closeness to a human translation (the untuned model: "
                                                   f"{base.get('chrF', 0):.0f})"),
     about="Qwen2.5-Coder-0.5B fine-tuned on software help and interface text (LibreOffice, GNOME, Firefox, "
-          "Debian) in English, Spanish and Chinese: good on instructions and technical sentences. Everyday "
-          "sentences come out fluent but sometimes with a wrong detail (a time, a number, a word): check "
-          "before you send.")
+          "Debian) and on everyday sentences the project wrote, in English, Spanish and Chinese: best on "
+          "instructions and technical sentences. Everyday messages come out fluent but sometimes with a wrong "
+          "detail (a time, a number, a negation, a word), English to Chinese most often: check before you send.")
 
 
 def _verses(module: str) -> dict[str, str]:
@@ -129,6 +138,12 @@ def _bible_pairs() -> list[dict]:
     return cached("bible", key, read)
 
 
+# Everyday sentences (travel, shopping, work, health... 36 topics), English with Spanish and Chinese translations,
+# written by this project because no parallel text of everyday language exists in any package we can use
+# (tasks/data/translation/EVERYDAY.md says how). Split by topic: a held-out topic's sentences are never trained on.
+EVERYDAY_FILE = Path(__file__).resolve().parent / "data" / "translation" / "everyday.jsonl"
+EVERYDAY_HELD = 5  # topics in validation, as many in test (of 36)
+EVERYDAY_EVAL = 80  # everyday rows an evaluation adds to its software sample (20 a direction)
 BIBLE_MODULES = ("engWEB2015eb", "spaRV1909eb")
 BIBLE_SHARE = 0.09  # of the training rows, at most; none held out
 HELD_PER_DOC = 20  # pairs of one document (per language pair) in validation or test; the rest is not used
@@ -150,10 +165,58 @@ def build_data(seed: int = 0) -> "Splits":
         counts.update((p["source"], lang) for p in pairs)
         tr, va, te = hash_split(pairs, lambda p: p["doc"], seed, test_frac=0.03, val_frac=0.03)
         train, val, test = train + tr, val + _cap(va, seed), test + _cap(te, seed)
+        everyday = _everyday_pairs(lang)
+        held = _held_topics(everyday, seed)
+        train += [p for p in everyday if p["doc"] not in held["val"] | held["test"]]
+        val += _cap([p for p in everyday if p["doc"] in held["val"]], seed)
+        test += _cap([p for p in everyday if p["doc"] in held["test"]], seed)
+        counts["everyday", lang] = len(everyday)
     train, val = _without_held_out_texts(train, val, test)
     bible = _bible_share(train, val + test, seed)
     counts["bible", "es"] = len(bible)
     return Splits(_rows(train + bible, seed), _rows(val, seed), _rows(test, seed), sources=_sources(counts))
+
+
+def _everyday_pairs(lang: str) -> list[dict]:
+    """The project's everyday sentences as (English, `lang`) pairs, one document per topic; English of 4-40 words
+    like every other source."""
+    from tasks.parallel_text import word_count
+
+    items = [json.loads(line) for line in EVERYDAY_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"en": it["en"], lang: it[lang], "lang": lang, "doc": f"everyday:{it['topic']}", "source": "everyday"}
+            for it in items if 4 <= word_count(it["en"]) <= 40]
+
+
+def _held_topics(pairs: list[dict], seed: int) -> dict[str, set[str]]:
+    """The everyday topics held out: the EVERYDAY_HELD with the lowest hash in test, the next ones in validation
+    (a fixed number: a fraction of 36 topics drawn by hash could leave a split with one or two)."""
+    from tasks.splits import hash_bucket
+
+    topics = sorted({p["doc"] for p in pairs}, key=lambda d: hash_bucket(seed, d))
+    return {"test": set(topics[:EVERYDAY_HELD]), "val": set(topics[EVERYDAY_HELD:2 * EVERYDAY_HELD])}
+
+
+def held_out_sample(rows: list[dict], n: int) -> list[dict]:
+    """EVERYDAY_EVAL everyday sentences (at most half of n) and the rest of n from the other rows, each balanced by
+    direction: the per-direction figures mix both. With n = 320 the rest is the 240 rows every card before them
+    scored."""
+    everyday = seeded_balanced([r for r in rows if r.get("source") == "everyday"], min(EVERYDAY_EVAL, n // 2),
+                               "direction")
+    software = [r for r in rows if r.get("source") != "everyday"]
+    return seeded_balanced(software, n - len(everyday), "direction") + everyday
+
+
+def everyday_scores(rows: list[dict], preds: list[str]) -> dict:
+    """chrF per direction on the everyday rows and on the rest, apart."""
+    out = {}
+    for name, keep in (("everyday", lambda r: r.get("source") == "everyday"),
+                       ("software", lambda r: r.get("source") != "everyday")):
+        idx = [i for i, r in enumerate(rows) if keep(r)]
+        if idx:
+            m = per_group(chrf, [rows[i] for i in idx], [preds[i] for i in idx], "direction")
+            out[f"chrF {name}"] = m["chrF"]
+            out.update({f"chrF {name} ({d})": m[d]["chrF"] for d in DIRECTIONS if d in m})
+    return out
 
 
 def _order(pairs: list[dict], seed: int) -> list[dict]:
@@ -203,10 +266,13 @@ def _bible_share(train: list[dict], held: list[dict], seed: int) -> list[dict]:
 
 
 def _rows(pairs: list[dict], seed: int) -> list[dict]:
+    from tasks.splits import hash_bucket
+
     out = []
     for p in _order(pairs, seed):
         lang, (forward, backward) = p["lang"], PAIR_DIRECTIONS[p["lang"]]
-        common = {"doc": p["doc"], "source": p["source"]}
+        mix = "everyday" if p["source"] == "everyday" else f"rest-{hash_bucket(seed, p['doc']) < 0.5}"
+        common = {"doc": p["doc"], "source": p["source"], "mix": mix}
         out.append({**common, "text": p["en"], "target": p[lang], "options": {"direction": forward}})
         out.append({**common, "text": p[lang], "target": p["en"], "options": {"direction": backward}})
     return out
@@ -216,9 +282,13 @@ def _sources(counts) -> list[dict]:
     from tasks import parallel_text as pt
 
     out = []
-    for src in pt.MODERN + ("bible",):
+    for src in pt.MODERN + ("everyday", "bible"):
         n = {lang: counts.get((src, lang), 0) for lang in PAIR_DIRECTIONS}
-        if src == "bible":
+        if src == "everyday":
+            name = ("everyday sentences in 36 topics, English with Spanish and Chinese translations (written by this "
+                    "project; tasks/data/translation/EVERYDAY.md)")
+            license_, detail = "project's own", "pairs"
+        elif src == "bible":
             name = ("World English Bible (engWEB2015eb) + Reina-Valera 1909 (spaRV1909eb), Debian sword-text-web / "
                     "sword-text-sparv via diatheke; training only")
             license_, detail = "public domain", "verses drawn for training"

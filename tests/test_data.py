@@ -101,6 +101,10 @@ def test_translation_dataset():
     # split by document: no held-out document has a row in training (or a test document in validation)
     assert not {r["doc"] for r in s.test} & {r["doc"] for r in s.train + s.val}
     assert not {r["doc"] for r in s.val} & {r["doc"] for r in s.train}
+    # the project's everyday sentences: in every split, by topic; a third of what a training run draws
+    for rows in (s.train, s.val, s.test):
+        assert {r["options"]["direction"] for r in rows if r["source"] == "everyday"} == set(DIRECTIONS)
+    assert {r["mix"] for r in s.train} == {"everyday", "rest-True", "rest-False"}
     bible = sum(r["source"] == "bible" for r in s.train)
     assert 0 < bible <= 0.10 * len(s.train) and len(s.train) > 40_000
     # placeholders, markup, escapes, entities, menu paths, Strong's numbers, variables

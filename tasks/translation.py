@@ -160,14 +160,15 @@ def build_data(seed: int = 0) -> "Splits":
     from tasks.splits import Splits, hash_split
 
     train, val, test, counts = [], [], [], Counter()
+    items = _everyday_items()  # read once: both language pairs come from each item
     for lang in PAIR_DIRECTIONS:
         pairs = [dict(p, lang=lang) for p in pt.modern_pairs(lang)]
         counts.update((p["source"], lang) for p in pairs)
         tr, va, te = hash_split(pairs, lambda p: p["doc"], seed, test_frac=0.03, val_frac=0.03)
         train, val, test = train + tr, val + _cap(va, seed), test + _cap(te, seed)
-        everyday = _everyday_pairs(lang)
+        everyday = _everyday_pairs(items, lang)
         held = _held_topics(everyday, seed)
-        train += [p for p in everyday if p["doc"] not in held["val"] | held["test"]]
+        train += [p for p in everyday if p["doc"] not in held["val"] and p["doc"] not in held["test"]]
         val += _cap([p for p in everyday if p["doc"] in held["val"]], seed)
         test += _cap([p for p in everyday if p["doc"] in held["test"]], seed)
         counts["everyday", lang] = len(everyday)
@@ -177,12 +178,15 @@ def build_data(seed: int = 0) -> "Splits":
     return Splits(_rows(train + bible, seed), _rows(val, seed), _rows(test, seed), sources=_sources(counts))
 
 
-def _everyday_pairs(lang: str) -> list[dict]:
+def _everyday_items() -> list[dict]:
+    return [json.loads(line) for line in EVERYDAY_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _everyday_pairs(items: list[dict], lang: str) -> list[dict]:
     """The project's everyday sentences as (English, `lang`) pairs, one document per topic; English of 4-40 words
     like every other source."""
     from tasks.parallel_text import word_count
 
-    items = [json.loads(line) for line in EVERYDAY_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [{"en": it["en"], lang: it[lang], "lang": lang, "doc": f"everyday:{it['topic']}", "source": "everyday"}
             for it in items if 4 <= word_count(it["en"]) <= 40]
 
@@ -196,21 +200,23 @@ def _held_topics(pairs: list[dict], seed: int) -> dict[str, set[str]]:
     return {"test": set(topics[:EVERYDAY_HELD]), "val": set(topics[EVERYDAY_HELD:2 * EVERYDAY_HELD])}
 
 
+def _is_everyday(row: dict) -> bool:
+    return row.get("source") == "everyday"  # rows made elsewhere (tests, feedback) may carry no source
+
+
 def held_out_sample(rows: list[dict], n: int) -> list[dict]:
     """EVERYDAY_EVAL everyday sentences (at most half of n) and the rest of n from the other rows, each balanced by
     direction: the per-direction figures mix both. With n = 320 the rest is the 240 rows every card before them
     scored."""
-    everyday = seeded_balanced([r for r in rows if r.get("source") == "everyday"], min(EVERYDAY_EVAL, n // 2),
-                               "direction")
-    software = [r for r in rows if r.get("source") != "everyday"]
+    everyday = seeded_balanced([r for r in rows if _is_everyday(r)], min(EVERYDAY_EVAL, n // 2), "direction")
+    software = [r for r in rows if not _is_everyday(r)]
     return seeded_balanced(software, n - len(everyday), "direction") + everyday
 
 
 def everyday_scores(rows: list[dict], preds: list[str]) -> dict:
     """chrF per direction on the everyday rows and on the rest, apart."""
     out = {}
-    for name, keep in (("everyday", lambda r: r.get("source") == "everyday"),
-                       ("software", lambda r: r.get("source") != "everyday")):
+    for name, keep in (("everyday", _is_everyday), ("software", lambda r: not _is_everyday(r))):
         idx = [i for i, r in enumerate(rows) if keep(r)]
         if idx:
             m = per_group(chrf, [rows[i] for i in idx], [preds[i] for i in idx], "direction")

@@ -15,6 +15,18 @@ import time
 from pathlib import Path
 
 
+def flat_figures(scores: dict) -> dict[str, float]:
+    """An evaluation's numbers in one level: top-level figures, then each group's ("English → Chinese chrF"), so a
+    choice can see what a candidate does to one direction or language as well as to the whole."""
+    out = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+           and k != "seconds"}
+    for group, figures in scores.items():
+        if isinstance(figures, dict):
+            out.update({f"{group} {k}": v for k, v in figures.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return out
+
+
 def main(argv=None) -> int:
     from config import settings
     from export.base_model import prepare_base
@@ -41,7 +53,7 @@ def main(argv=None) -> int:
                                  shared=s.adapters == "shared", graph=shared_graph(s))
         t0 = time.perf_counter()
         m = score(task, open_version(s.models_dir, mv), s, rows)
-        figures = {k: v for k, v in m.items() if isinstance(v, (int, float)) and k != "seconds"}
+        figures = flat_figures(m)
         results.append((f"{mv.version} ({folder})", figures, time.perf_counter() - t0))
         print(f"  {results[-1][0]}: {figures}", flush=True)
     keys = list(results[0][1])

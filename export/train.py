@@ -192,7 +192,9 @@ def _batches(features: list[dict], batch_size: int, pad_id: int, seed: int, clas
 
 def load_extra(path: Path, task) -> list[dict]:
     """Extra training rows from a file or a feedback export folder (its sft.jsonl): input+completion or
-    text+target/label columns; rows of other tasks are skipped."""
+    text+target/label columns; rows of other tasks are skipped. A generation row is trained with the options its
+    answer was made with (a feedback export's `settings` column: a translation's direction, the entries a
+    customer-service answer was shown), or, where a file has none, with what serving would use (extra_options)."""
     import pandas as pd
 
     path = Path(path)
@@ -214,9 +216,25 @@ def load_extra(path: Path, task) -> list[dict]:
             if r[target_col] in task.labels:
                 rows.append({"text": r[text_col], "label": r[target_col]})
         else:
-            rows.append({"text": r[text_col], "target": r[target_col], "options": {}})
+            rows.append({"text": r[text_col], "target": r[target_col],
+                         "options": extra_options(task, r[text_col], r.get("settings", r.get("options")))})
     log.info("extra data %s: %d rows for %s", path, len(rows), task.name)
     return rows
+
+
+def extra_options(task, text: str, recorded) -> dict:
+    """The options of an extra row: those recorded with its answer (a dict, or JSON text as a file holds it), else
+    the task's defaults with its lookup run now, as serving would (without them every translation row trained as
+    English -> Spanish, and a customer-service correction as an answer given with no entry shown)."""
+    if isinstance(recorded, str) and recorded.strip():
+        try:
+            recorded = json.loads(recorded)
+        except ValueError:
+            raise ValueError(f"{task.name}: an extra row's settings are not JSON: {recorded[:80]!r}") from None
+    if isinstance(recorded, dict) and recorded:
+        return recorded
+    options = task.options({})
+    return task.lookup(text, options) if task.lookup is not None else options
 
 
 class _ValSelector:

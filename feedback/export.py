@@ -2,7 +2,8 @@
 
 Column layouts follow TRL's trainers: SFT `prompt`/`completion` (and conversational `messages`),
 DPO `prompt`/`chosen`/`rejected`, KTO `prompt`/`completion`/`label`. Every file also carries `task`,
-`input`, `answer_id` and `model_version` so a task's trainer can pick its own rows.
+`input`, `answer_id`, `model_version` and `settings` (the options the answer was made with, JSON) so a task's
+trainer can pick its own rows and prompt them as they were prompted.
 """
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def build_sets(rows: list[dict]) -> dict[str, list[dict]]:
     """Training sets from joined answer+feedback rows (see FeedbackStore.export_rows)."""
     sft, chat, pref, kto = [], [], [], []
     for r in rows:
-        meta = {"task": r["task"], "input": r["input_text"], "answer_id": r["id"], "model_version": r["model_version"]}
+        # settings: the task options and decoding settings the answer was made with (a translation's direction,
+        # the entries a customer-service answer was shown), as JSON text: retraining prompts as the model was
+        # prompted (export.train.load_extra), and one column type for every task in Parquet
+        meta = {"task": r["task"], "input": r["input_text"], "answer_id": r["id"], "model_version": r["model_version"],
+                "settings": json.dumps(r.get("settings") or {}, ensure_ascii=False, sort_keys=True, default=str)}
         prompt = r["prompt"] or r["input_text"]
         messages = [m for m in (r.get("messages") or []) if m.get("role") != "assistant"] or \
             [{"role": "user", "content": r["input_text"]}]

@@ -283,17 +283,45 @@ def test_every_generation_style_has_training_examples_that_fit(tokenizer):
                            for s in present & set(STYLES))
 
 
-def test_extra_rows_from_a_feedback_export(tmp_path):
+def test_extra_rows_from_a_feedback_export_keep_the_options_their_answer_was_made_with(tmp_path, tokenizer):
     from feedback.export import write_export
-    from export.train import load_extra
+    from export.train import load_extra, sft_features
 
+    shown = {"context": "[k7] Q: Do you ship abroad?\nA: Yes, to 30 countries.", "sources": ["k7"]}
     rows = [{"id": "a1", "task": "sentiment", "input_text": "great", "output": "negative", "prompt": "p",
-             "messages": None, "model_version": "v", "rating": -1, "correction": "positive", "comment": None},
-            {"id": "a2", "task": "qa", "input_text": "hi", "output": "hello", "prompt": "p", "messages": None,
-             "model_version": "v", "rating": 1, "correction": None, "comment": None}]
+             "messages": None, "model_version": "v", "rating": -1, "correction": "positive", "comment": None,
+             "settings": {"temperature": 0.0}},
+            {"id": "a2", "task": "qa", "input_text": "Do you ship to Peru?", "output": "Yes, we do.", "prompt": "p",
+             "messages": None, "model_version": "v", "rating": 1, "correction": None, "comment": None,
+             "settings": {"temperature": 0.0, **shown}},
+            {"id": "a3", "task": "translate", "input_text": "Save the file.", "output": "Guarda el archivo.",
+             "prompt": "p", "messages": None, "model_version": "v", "rating": -1, "correction": "保存文件。",
+             "comment": None, "settings": {"temperature": 0.0, "direction": "English → Chinese"}}]
     write_export(rows, tmp_path)
     assert load_extra(tmp_path, REGISTRY["sentiment"]) == [{"text": "great", "label": "positive"}]
-    assert load_extra(tmp_path, REGISTRY["qa"]) == [{"text": "hi", "target": "hello", "options": {}}]
+    (qa,) = load_extra(tmp_path, REGISTRY["qa"])
+    assert (qa["text"], qa["target"], qa["options"]["context"]) == ("Do you ship to Peru?", "Yes, we do.",
+                                                                      shown["context"])
+    (tr,) = load_extra(tmp_path, REGISTRY["translate"])
+    assert (tr["target"], tr["options"]["direction"]) == ("保存文件。", "English → Chinese")
+    # trained as it was asked: into Chinese (the default direction is English -> Spanish)
+    prompt = tokenizer.decode(sft_features(REGISTRY["translate"], tokenizer, tr, 512)["input_ids"])
+    assert "into Chinese" in prompt and "Spanish" not in prompt
+
+
+def test_extra_rows_without_recorded_options_get_what_serving_would_use(tmp_path):
+    import dataclasses
+
+    from export.train import load_extra
+
+    (tmp_path / "extra.csv").write_text("text,target\nWhere is my parcel?,It is on its way.\n", encoding="utf-8")
+    looked_up = dataclasses.replace(REGISTRY["qa"], lookup=lambda text, o: {**o, "context": f"entries for {text}"})
+    assert load_extra(tmp_path / "extra.csv", looked_up)[0]["options"] == {"context": "entries for Where is my parcel?"}
+    (row,) = load_extra(tmp_path / "extra.csv", REGISTRY["translate"])
+    assert row["options"] == {"direction": "English → Spanish"}  # the task's default, as the tab starts
+    (tmp_path / "bad.jsonl").write_text('{"text": "x", "target": "y", "settings": "{not json"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="not JSON"):
+        load_extra(tmp_path / "bad.jsonl", REGISTRY["translate"])
 
 
 @pytest.mark.parametrize("name", ["sentiment", "summarize", "translate", "generate"])

@@ -67,3 +67,17 @@ def test_csv_neutralises_formulas(filled, tmp_path):
     weird = next(r for r in rows if r["input_text"] == "hours?")
     assert weird["output"] == "'=1+1" and weird["comment"] == "'@weird"
     assert csv_safe("-2") == "'-2" and csv_safe("+x") == "'+x" and csv_safe("plain") == "plain"
+
+
+def test_a_corrected_answer_is_retrained_with_the_options_it_was_made_with(store, tmp_path):
+    from export.train import load_extra
+    from tasks import REGISTRY
+
+    a = store.record_answer(task="translate", input_text="Save the file.", output="Guarda el archivo.",
+                            model_version="v1", session_id="s", prompt="P",
+                            settings={"temperature": 0.0, "direction": "English → Chinese"}).id
+    store.add_feedback(a, "s", correction="保存文件。")
+    export_feedback(store, tmp_path)
+    (row,) = load_extra(tmp_path, REGISTRY["translate"])
+    assert (row["text"], row["target"], row["options"]["direction"]) == ("Save the file.", "保存文件。",
+                                                                          "English → Chinese")

@@ -28,14 +28,7 @@ def best_offsets(logp: np.ndarray, labels: np.ndarray, score, grid: list[float],
     return out[:top]
 
 
-def recalls(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> list[float]:
-    return [float((preds[labels == k] == k).mean()) if (labels == k).any() else float("nan")
-            for k in range(n_classes)]
-
-
 def main(argv=None) -> int:
-    from sklearn.metrics import accuracy_score, f1_score
-
     from config import settings
     from export.evaluate import open_version
     from runtime import registry
@@ -55,11 +48,14 @@ def main(argv=None) -> int:
     backend = open_version(s.models_dir, mv)
     rows = build_data(a.task).val
     metric = task.evaluation.metric
-    score = (lambda y, pr: f1_score(y, pr, average="macro")) if metric == "macro_f1" else accuracy_score
     grid = [round(x, 4) for x in np.arange(-a.span, a.span + a.step / 2, a.step)]
     logp = np.log(np.clip(backend.model.predict_proba([r["text"] for r in rows]), 1e-12, None))
     names = [backend.labels[i] for i in range(logp.shape[1])]
     y = np.array([names.index(r["label"]) for r in rows])
+
+    def figures(labels, preds) -> dict:  # the task's own metric, as its card scores it (recall of each class too)
+        return task.metric([names[i] for i in preds], [names[i] for i in labels])
+
     group_by = task.evaluation.group_by
     groups = sorted({group_value(r, group_by) for r in rows}) if group_by else [None]
     print(f"{a.task} {mv.version}: validation split, {len(rows)} rows, {metric} on the served export; "
@@ -68,12 +64,11 @@ def main(argv=None) -> int:
     print("|---" * (3 + len(names)) + "|")
     for g in groups:
         idx = np.array([i for i, r in enumerate(rows) if g is None or group_value(r, group_by) == g])
-        found = best_offsets(logp[idx], y[idx], score, grid)
-        at_zero = (score(y[idx], logp[idx].argmax(1)), np.zeros(len(names)))
-        for value, offsets in [at_zero] + [f for f in found if np.any(f[1])][:3]:
-            r = recalls(y[idx], (logp[idx] + offsets).argmax(1), len(names))
-            print(f"| {g or 'all'} ({len(idx)}) | {', '.join(f'{o:+.2f}' for o in offsets[1:])} | {value:.4f} | "
-                  + " | ".join(f"{x:.3f}" for x in r) + " |")
+        found = best_offsets(logp[idx], y[idx], lambda yy, pr: figures(yy, pr)[metric], grid)
+        for _, offsets in [(None, np.zeros(len(names)))] + [f for f in found if np.any(f[1])][:3]:
+            m = figures(y[idx], (logp[idx] + offsets).argmax(1))
+            print(f"| {g or 'all'} ({len(idx)}) | {', '.join(f'{o:+.2f}' for o in offsets[1:])} | {m[metric]:.4f} | "
+                  + " | ".join(f"{m.get(f'recall {n}', float('nan')):.3f}" for n in names) + " |")
     return 0
 
 

@@ -277,7 +277,7 @@ def _rows(pairs: list[dict], seed: int) -> list[dict]:
     out = []
     for p in _order(pairs, seed):
         lang, (forward, backward) = p["lang"], PAIR_DIRECTIONS[p["lang"]]
-        mix = "everyday" if p["source"] == "everyday" else f"rest-{hash_bucket(seed, p['doc']) < 0.5}"
+        mix = "everyday" if _is_everyday(p) else f"rest-{hash_bucket(seed, p['doc']) < 0.5}"
         common = {"doc": p["doc"], "source": p["source"], "mix": mix}
         out.append({**common, "text": p["en"], "target": p[lang], "options": {"direction": forward}})
         out.append({**common, "text": p[lang], "target": p["en"], "options": {"direction": backward}})

@@ -1,12 +1,15 @@
 """A task's committed adapter against candidate adapter folders, on the validation split, as served.
 
     python -m bench.candidate --task qa --candidate /tmp/qa-new [--candidate ...] [--n 400]
+    python -m bench.candidate --task translate --candidate DIR --n 200 --guard 1.0 --keep "English → Chinese chrF"
 
 Whether a newly trained generation adapter replaces the committed one is a choice, so it is made here, on
 validation, before `python -m export evaluate` scores the test split once for the one released. Each adapter
 runs at run time on the shared base graph (no merged decode graph, so both are served the same way), with the
 task's evaluation selection of the validation rows; the table shows the task metric and every other figure its
-evaluation computes (for qa: hand-over rates, the right entry, numbers grounded).
+evaluation computes (for qa: hand-over rates, the right entry, numbers grounded). With --guard (and --keep), each
+candidate also gets the verdict of a rule written down before the run: its metric above the committed adapter's,
+no group's (direction's, language's) metric more than GUARD below, each --keep figure not below.
 """
 from __future__ import annotations
 
@@ -27,6 +30,21 @@ def flat_figures(scores: dict) -> dict[str, float]:
     return out
 
 
+def judge(committed: dict, candidate: dict, metric: str, guard: float, keep: tuple[str, ...] = ()) -> list[str]:
+    """Why `candidate` does not replace `committed` under the rule (empty: it does): `metric` higher, each group's
+    `metric` ("English → Chinese chrF") at most `guard` below, each figure named in `keep` not below."""
+    why = []
+    if not candidate[metric] > committed[metric]:
+        why.append(f"{metric} {candidate[metric]:.2f} not above {committed[metric]:.2f}")
+    for key in sorted(k for k in committed if k.endswith(f" {metric}") and k != metric):
+        if candidate[key] < committed[key] - guard:
+            why.append(f"{key} {candidate[key]:.2f} more than {guard:g} below {committed[key]:.2f}")
+    for key in keep:
+        if candidate[key] < committed[key]:
+            why.append(f"{key} {candidate[key]:.2f} below {committed[key]:.2f}")
+    return why
+
+
 def main(argv=None) -> int:
     from config import settings
     from export.base_model import prepare_base
@@ -39,6 +57,10 @@ def main(argv=None) -> int:
     p.add_argument("--task", required=True)
     p.add_argument("--candidate", action="append", required=True, help="an adapter folder (train writes one)")
     p.add_argument("--n", type=int, help="validation rows, as the task's evaluation selects them (default: its size)")
+    p.add_argument("--guard", type=float, help="judge each candidate: metric above the committed adapter's, no group's "
+                                               "metric more than GUARD below")
+    p.add_argument("--keep", action="append", default=[], help="with --guard: a figure that must not fall "
+                                                               "(a column of the table); repeatable")
     a = p.parse_args(argv)
     s = settings()
     task = REGISTRY[a.task]
@@ -61,6 +83,11 @@ def main(argv=None) -> int:
     print("|---" * (len(keys) + 2) + "|")
     for name, figures, seconds in results:
         print(f"| {name} | " + " | ".join(f"{figures.get(k, float('nan')):.4f}" for k in keys) + f" | {seconds:.0f} |")
+    if a.guard is not None:
+        for name, figures, _ in results[1:]:
+            why = judge(results[0][1], figures, task.evaluation.metric, a.guard, tuple(a.keep))
+            print(f"{name}: " + ("replaces the committed adapter by the rule" if not why else
+                                 "does not replace it: " + "; ".join(why)))
     return 0
 
 

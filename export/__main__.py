@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--scale", type=float, default=1.0, help="multiply steps, data and time budget (GPU hosts)")
     t.add_argument("--steps", type=int, help="override the number of training steps")
     t.add_argument("--time-budget", type=float, help="override the training time budget (seconds)")
+    t.add_argument("--lr", type=float, help="override the peak learning rate (e.g. lower for a --continue run: it "
+                                            "warms up again from the tuned adapter)")
     t.add_argument("--extra", action="append", default=[], help="extra training data: a file or a feedback export")
     t.add_argument("--eval-n", type=int, help="held-out examples to evaluate (default: per task)")
     t.add_argument("--eval-every", type=int, help="classifiers: score the validation split every N steps")
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         run_task(args.task, train=args.cmd == "train", scale=getattr(args, "scale", 1.0),
                  steps=getattr(args, "steps", None), time_budget=getattr(args, "time_budget", None),
                  extra=getattr(args, "extra", []), eval_n=args.eval_n, go_on=getattr(args, "go_on", False),
-                 eval_every=getattr(args, "eval_every", None), candidate=getattr(args, "candidate", None))
+                 eval_every=getattr(args, "eval_every", None), candidate=getattr(args, "candidate", None),
+                 lr=getattr(args, "lr", None))
     elif args.cmd == "compare-bases":
         from export.pipeline import compare_bases
 

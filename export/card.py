@@ -116,8 +116,10 @@ def _reproduce_line(name: str, facts: dict) -> str:
         return f"Reproduce: `python -m export train --task {name}` (add `--scale 10` on a GPU host)."
     # the continued runs, oldest first: this one, and each earlier one except the fresh run at the root
     continued = [f["config"] for _, f in reversed(runs[:-1])] + [facts["config"]]
+    root_lr = runs[-1][1]["config"].get("lr")  # the recipe's; a continuation that overrode it says so
     steps = [f"`python -m export train --task {name} --continue --steps {c['max_steps']} --time-budget "
-             f"{c['time_budget_s']:.0f}" + (f" --eval-every {c['eval_every']}" if c.get("eval_every") else "") + "`"
+             f"{c['time_budget_s']:.0f}" + (f" --eval-every {c['eval_every']}" if c.get("eval_every") else "")
+             + (f" --lr {c['lr']:g}" if c.get("lr") != root_lr else "") + "`"
              for c in continued]
     return (f"Reproduce: `python -m export train --task {name}` trained `{runs[-1][0]}` (the recipe of its commit); "
             "then, in turn, " + "; ".join(steps) + ". Runs stopped by their time budget depend on the machine's speed.")

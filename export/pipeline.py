@@ -53,7 +53,8 @@ def earlier_test_scores(folder: Path, version: str) -> dict[str, int]:
 
 def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | None = None,
              time_budget: float | None = None, extra: list[str] | None = None, eval_n: int | None = None,
-             go_on: bool = False, eval_every: int | None = None, candidate: Path | None = None) -> dict:
+             go_on: bool = False, eval_every: int | None = None, candidate: Path | None = None,
+             lr: float | None = None) -> dict:
     """go_on: train the committed adapter further (on training rows it has not drawn) instead of a fresh one.
 
     candidate: train into that folder and stop there (nothing evaluated, registered or committed): whether it
@@ -79,7 +80,7 @@ def run_task(name: str, train: bool = True, scale: float = 1.0, steps: int | Non
     folder = Path(candidate) if candidate else adapter_dir(name)
     facts_path = folder / "train_facts.json"
     if train:
-        cfg = config_for(task, scale, steps, time_budget, eval_every)
+        cfg = config_for(task, scale, steps, time_budget, eval_every, lr)
         extra_rows = [r for p in (extra or []) for r in load_extra(Path(p), task)]
         train_adapter(task, splits, base_dir, folder, cfg, extra_rows, start_from=adapter_dir(name) if go_on else None)
         write_adapter_meta(folder, base_dir)  # the base hash it was trained on: no other base will serve it

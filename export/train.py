@@ -25,7 +25,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def config_for(task, scale: float = 1.0, steps: int | None = None, time_budget: float | None = None,
-               eval_every: int | None = None) -> TrainConfig:
+               eval_every: int | None = None, lr: float | None = None) -> TrainConfig:
     """The task's own training recipe (declared in its module), scaled or overridden for this run."""
     cfg = task.train.scaled(scale) if scale != 1.0 else task.train
     if steps:
@@ -34,6 +34,8 @@ def config_for(task, scale: float = 1.0, steps: int | None = None, time_budget: 
         cfg = replace(cfg, time_budget_s=time_budget)
     if eval_every:
         cfg = replace(cfg, eval_every=eval_every)
+    if lr:
+        cfg = replace(cfg, lr=lr)
     return cfg
 
 

@@ -107,10 +107,10 @@ def test_each_task_module_reproduces_its_committed_card(name):
     facts = json.loads((folder / "train_facts.json").read_text())
     declared = asdict(task.train)
     # a continued run (export train --continue) may override what the command line can: steps, budget, scoring
-    # interval; the fresh run at the root of the chain used the declared recipe as it is
+    # interval, learning rate; the fresh run at the root of the chain used the declared recipe as it is
     from export.train import earlier_runs
 
-    overridable = {"max_steps", "time_budget_s", "eval_every"}
+    overridable = {"max_steps", "time_budget_s", "eval_every", "lr"}
     chain = [facts["config"]] + [f["config"] for _, f in earlier_runs(facts)]
     for i, used in enumerate(chain):
         shared = declared.keys() & used.keys() - (overridable if i < len(chain) - 1 else set())

@@ -516,3 +516,25 @@ def test_a_continued_run_goes_on_from_the_adapter_on_rows_it_has_not_drawn(tiny_
     (tmp_path / "a" / "adapter_meta.json").write_text(json.dumps({"base_sha256": "f" * 64}))
     with pytest.raises(ValueError, match="trained on a different base"):
         train(task, splits, tiny_lm_dir, tmp_path / "b", cfg, start_from=tmp_path / "a")
+
+
+def test_a_lower_learning_rate_for_a_continued_run_is_kept_and_shown_in_the_reproduce_line():
+    """--lr overrides the recipe's peak learning rate (a continued run otherwise warms up to the fresh run's); the
+    card's command for that continuation carries it, and the fresh run's command does not."""
+    from export.card import _reproduce_line
+    from export.train import config_for
+
+    task = REGISTRY["translate"]
+    assert config_for(task).lr == task.train.lr
+    cfg = config_for(task, lr=5e-5)
+    assert cfg.lr == 5e-5 and cfg.max_steps == task.train.max_steps
+
+    root = {"config": {"max_steps": 330, "time_budget_s": 4200.0, "lr": 2e-4}}
+    middle = {"config": {"max_steps": 100, "time_budget_s": 1000.0, "lr": 2e-4},
+              "continued_from": {"version": "translate-aaaa", "facts": root}}
+    last = {"config": {"max_steps": 200, "time_budget_s": 2000.0, "lr": 5e-5},
+            "continued_from": {"version": "translate-bbbb", "facts": middle}}
+    line = _reproduce_line("translate", last)
+    assert "trained `translate-aaaa`" in line
+    assert "--continue --steps 100 --time-budget 1000`" in line  # the recipe's rate: no flag
+    assert "--continue --steps 200 --time-budget 2000 --lr 5e-05`" in line

@@ -29,10 +29,8 @@ def best_offsets(logp: np.ndarray, labels: np.ndarray, score, grid: list[float],
 
 
 def main(argv=None) -> int:
-    from config import settings
-    from export.evaluate import open_version
-    from runtime import registry
-    from tasks import REGISTRY, TaskKind, build_data
+    from bench import served_classifier
+    from tasks import build_data
     from tasks.plans import group_value
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,12 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--step", type=float, default=0.25)
     p.add_argument("--span", type=float, default=1.0, help="offsets from -span to +span")
     a = p.parse_args(argv)
-    task = REGISTRY[a.task]
-    if task.kind != TaskKind.CLASSIFY or task.evaluation is None:
-        p.error(f"{a.task} is not a classifier")
-    s = settings()
-    mv = registry.current(s.models_dir, a.task)
-    backend = open_version(s.models_dir, mv)
+    task, mv, backend = served_classifier(p, a.task)
     rows = build_data(a.task).val
     metric = task.evaluation.metric
     grid = [round(x, 4) for x in np.arange(-a.span, a.span + a.step / 2, a.step)]

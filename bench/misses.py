@@ -27,10 +27,8 @@ def misses(rows: list[dict], probs: np.ndarray, labels: list[str]) -> list[dict]
 
 
 def main(argv=None) -> int:
-    from config import settings
-    from export.evaluate import open_version
-    from runtime import registry
-    from tasks import REGISTRY, TaskKind, build_data
+    from bench import served_classifier
+    from tasks import build_data
     from tasks.plans import group_value
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,12 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--group", help="only rows of this group (a language, a style), where the task scores groups")
     p.add_argument("--out", help="write the misses here as JSON lines (default: print them)")
     a = p.parse_args(argv)
-    task = REGISTRY[a.task]
-    if task.kind != TaskKind.CLASSIFY or task.evaluation is None:
-        p.error(f"{a.task} is not a classifier")
-    s = settings()
-    mv = registry.current(s.models_dir, a.task)
-    backend = open_version(s.models_dir, mv)
+    task, mv, backend = served_classifier(p, a.task)
     group_by = task.evaluation.group_by
     rows = [r for r in build_data(a.task).val if not a.group or group_value(r, group_by) == a.group]
     if not rows:

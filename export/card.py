@@ -43,7 +43,9 @@ def _base_comparison_lines(folder: Path) -> list[str]:
 def _val_selection_lines(sel: dict | None) -> list[str]:
     if not sel:
         return []
-    curve = ", ".join(f"{step}: {v:.3f}" for step, v in sel["curve"])
+    groups_at = {step: g for step, g in sel.get("group_curve") or []}
+    curve = ", ".join(f"{step}: {v:.3f}" + (" (" + ", ".join(f"{g} {x:.3f}" for g, x in groups_at[step].items()) + ")"
+                                            if step in groups_at else "") for step, v in sel["curve"])
     groups = "".join(f", {g} {v:.3f}" for g, v in (sel.get("per_group") or {}).items())
     cut = f", texts cut at {sel['max_tokens']} tokens" if sel.get("max_tokens") else ""
     return [f"- Step selection on the validation split ({sel['n']} examples{cut}, {sel['metric']}): kept step "

@@ -255,6 +255,9 @@ class _ValSelector:
         self.per_group: dict[str, float] = {}
         self.metric = task.train.select_metric
         self.curve: list[tuple[int, float]] = []
+        # each scored step's groups too: step 0 of a --continue run is the adapter it started from, so a rule
+        # ("Chinese not below the start's") compares figures of one run, on one machine's numerics
+        self.group_curve: list[tuple[int, dict[str, float]]] = []
         self.best: tuple[float, int, dict] | None = None
 
     def predict(self, model) -> list[str]:
@@ -275,32 +278,38 @@ class _ValSelector:
         model.train()
         return preds
 
+    def _scores(self, model) -> tuple[float, dict[str, float]]:
+        """The metric over the validation split, and each group's (empty where the plan has no groups)."""
+        from export.evaluate import with_groups
+
+        m = with_groups(self.task, self.group_by, self.rows, self.predict(model))
+        return float(m[self.metric]), {g: round(float(v[self.metric]), 4) for g, v in m.items()
+                                       if isinstance(v, dict)}
+
     def score(self, model, step: int) -> None:
-        value = float(self.task.metric(self.predict(model), self.labels)[self.metric])
+        value, groups = self._scores(model)
         self.curve.append((step, round(value, 4)))
+        if groups:
+            self.group_curve.append((step, groups))
         if self.best is None or value > self.best[0]:
             state = {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
             self.best = (value, step, state)
-        log.info("step %d: validation %s %.4f (best %.4f at step %d)", step, self.metric, value, self.best[0],
-                 self.best[1])
+        log.info("step %d: validation %s %.4f%s (best %.4f at step %d)", step, self.metric, value,
+                 "".join(f", {g} {v:.4f}" for g, v in groups.items()), self.best[0], self.best[1])
 
     def restore_best(self, model) -> None:
-        from export.evaluate import with_groups
-
         params = dict(model.named_parameters())
         for k, v in self.best[2].items():
             params[k].data.copy_(v.to(params[k].device))
-        # re-scored: proves the restore (equals the best step's score), and gives each group's score
-        m = with_groups(self.task, self.group_by, self.rows, self.predict(model))
-        self.restored = float(m[self.metric])
-        self.per_group = {g: round(float(v[self.metric]), 4) for g, v in m.items() if isinstance(v, dict)}
+        # re-scored: proves the restore (equals the best step's score, each group's too)
+        self.restored, self.per_group = self._scores(model)
         model.eval()
 
     def facts(self) -> dict:
         return {"metric": self.metric, "n": len(self.texts), "max_tokens": self.max_tokens,
                 "selected_step": self.best[1], "selected_value": round(self.best[0], 4),
                 "restored_value": round(self.restored, 4), "curve": self.curve,
-                **({"per_group": self.per_group} if self.per_group else {})}
+                **({"per_group": self.per_group, "group_curve": self.group_curve} if self.per_group else {})}
 
 
 def train(task, splits, base_dir: Path, out_dir: Path, cfg: TrainConfig, extra: list[dict] | None = None,

@@ -97,6 +97,27 @@ def test_validation_selection_scores_each_language_apart_at_the_cut_length(tiny_
     sel = train(task, Splits(rows[:20] + rows[24:44], val, []), tiny_lm_dir, tmp_path / "a", cfg)["val_selection"]
     assert sel["max_tokens"] == 16 and set(sel["per_group"]) == {"English", "Chinese"}
     assert sel["selected_value"] == pytest.approx(sum(sel["per_group"].values()) / 2)  # 4 rows each
+    # every scored step has its languages too (step 0 of a --continue run is the adapter it started from)
+    at = {step: groups for step, groups in sel["group_curve"]}
+    assert [s for s, _ in sel["curve"]] == list(at) and at[sel["selected_step"]] == sel["per_group"]
+    for step, value in sel["curve"]:
+        assert value == pytest.approx(sum(at[step].values()) / 2, abs=1e-3)
+
+
+def test_the_card_shows_each_scored_steps_groups():
+    """A card's curve gives each group at each scored step, so a continued run's start (step 0) and its kept step
+    can be compared language by language; a run recorded before group curves existed keeps its old line."""
+    from export.card import _val_selection_lines
+
+    sel = {"metric": "accuracy", "n": 800, "max_tokens": 128, "selected_step": 160, "selected_value": 0.875,
+           "restored_value": 0.875, "curve": [[0, 0.87], [160, 0.875]],
+           "per_group": {"Chinese": 0.9, "English": 0.86},
+           "group_curve": [[0, {"Chinese": 0.9067, "English": 0.8467}], [160, {"Chinese": 0.9, "English": 0.86}]]}
+    (line,) = _val_selection_lines(sel)
+    assert "kept step 160 (0.875, Chinese 0.900, English 0.860" in line
+    assert "Curve: 0: 0.870 (Chinese 0.907, English 0.847), 160: 0.875 (Chinese 0.900, English 0.860)." in line
+    (old,) = _val_selection_lines({k: v for k, v in sel.items() if k != "group_curve"})
+    assert old.endswith("Curve: 0: 0.870, 160: 0.875.")
 
 
 def test_compare_bases_records_each_bases_validation_score_in_the_card(tiny_lm_dir, tmp_path, monkeypatch):

@@ -46,8 +46,8 @@ def _val_selection_lines(sel: dict | None) -> list[str]:
     groups_at = {step: groups for step, groups in sel.get("group_curve") or []}
 
     def point(step, v):  # "160: 0.875 (Chinese 0.900, English 0.860)"; runs before group curves: "160: 0.875"
-        groups = ", ".join(f"{g} {x:.3f}" for g, x in groups_at.get(step, {}).items())
-        return f"{step}: {v:.3f}" + (f" ({groups})" if groups else "")
+        at_step = ", ".join(f"{g} {x:.3f}" for g, x in groups_at.get(step, {}).items())
+        return f"{step}: {v:.3f}" + (f" ({at_step})" if at_step else "")
 
     curve = ", ".join(point(step, v) for step, v in sel["curve"])
     groups = "".join(f", {g} {v:.3f}" for g, v in (sel.get("per_group") or {}).items())

@@ -249,7 +249,7 @@ class _ValSelector:
         self.autocast = autocast or contextlib.nullcontext()  # the training steps' precision
         self.max_tokens = max_tokens or CLASSIFIER_MAX_TOKENS
         self.texts = [r["text"] for r in val]
-        # the plan's groups (sentiment: language), scored apart at the selected step: a pooled figure can hide one
+        # the plan's groups (sentiment: language), scored apart at every scored step: a pooled figure can hide one
         self.group_by = task.evaluation.group_by if task.evaluation else ""
         self.per_group: dict[str, float] = {}
         self.metric = task.train.select_metric

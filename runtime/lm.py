@@ -248,6 +248,19 @@ class OnnxCausalLM:
         last = logits[0, -1].astype(np.float64)
         return last - (np.log(np.exp(last - last.max()).sum()) + last.max())
 
+    def continuation_logprob(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int]) -> float:
+        """log P(continuation | prompt): the sum over its tokens, from one pass that returns only their logits."""
+        cont = list(continuation_ids)
+        if not cont:
+            return 0.0
+        ids = np.asarray([list(prompt_ids) + cont], dtype=np.int64)
+        n = ids.shape[1]
+        logits, _ = self.forward(ids, np.ones((1, n), np.int64), self.empty_past(1),
+                                 np.arange(n, dtype=np.int64)[None, :], keep=len(cont) + 1)
+        logits = logits[0, -len(cont) - 1:-1].astype(np.float64)  # graphs without logits_to_keep return all
+        logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        return float((logits[np.arange(len(cont)), cont] - logz).sum())
+
 
 # Longest text a classifier reads, in tokens (serving, validation during training and benchmarks alike).
 CLASSIFIER_MAX_TOKENS = 256

@@ -116,6 +116,8 @@ class Service:
             log.exception("no model for %s", name)
             raise ServiceError(f"The {task.title} model is not available right now.") from e
         tokenizer = backend.model.tokenizer
+        if task.rerank is not None and self.settings.rerank:
+            opts = self._rerank(task, backend.model, text, opts)
         if task.kind == TaskKind.CLASSIFY:
             yield self._classify(task, backend, text, opts, notices)
             return
@@ -159,6 +161,23 @@ class Service:
             reply.notices.append("The model returned an empty answer.")
         reply.done = True
         yield reply
+
+    @staticmethod
+    def _rerank(task: Task, model: OnnxCausalLM, text: str, opts: dict) -> dict:
+        """The task's rerank step, scored by the tab's own model; if it fails the lookup's order stands (logged):
+        the answer is still worth giving."""
+        tok = model.tokenizer
+
+        def score(prompts: list[list[dict]], continuation: str) -> list[float]:
+            cont = tok(continuation, add_special_tokens=False).input_ids
+            return [model.continuation_logprob(tok(render_prompt(tok, m), add_special_tokens=False).input_ids, cont)
+                    for m in prompts]
+
+        try:
+            return task.rerank(text, opts, score)
+        except Exception:
+            log.exception("rerank failed for %s: the lookup's order is kept", task.name)
+            return opts
 
     def _sampling(self, task: Task, opts: dict) -> Sampling:
         d = task.decoding

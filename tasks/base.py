@@ -88,6 +88,10 @@ class Task:
     answer_prefix: str = ""  # text the assistant turn starts with (primes the answer format)
     # Optional step before prompting, e.g. retrieval: (text, options) -> options with what it found added.
     lookup: Callable[[str, dict], dict] | None = None
+    # Optional step after the lookup with the tab's GPT at hand (e.g. reordering retrieved entries):
+    # (text, options, score) -> options, where score(prompts, continuation) gives the log-probability of the text
+    # `continuation` after each prompt (chat messages) under the model that will answer.
+    rerank: Callable[[str, dict, Callable[[list[list[dict]], str], list[float]]], dict] | None = None
     # Optional operator upload that replaces the task's resources (e.g. a knowledge-base CSV): bytes -> message.
     upload: Callable[[bytes], str] | None = None
     upload_label: str = ""

@@ -148,3 +148,53 @@ def test_the_committed_gate_shows_entries_for_the_tabs_own_examples():
     shop = [e[0] for e in task.examples if "weather" not in e[0]] + list(task.sample_inputs) + [task.placeholder]
     assert all(kb.shown_many(shop)), [q for q, s in zip(shop, kb.shown_many(shop)) if not s]
     assert kb.shown_many(["Where is my order NW-123456?", "What's the weather like in Paris?"]) == [[], []]
+
+
+def _close_kb() -> qa.KnowledgeBase:
+    return qa.KnowledgeBase([qa.Entry("before", "Can I change my delivery address?", "Within 60 minutes of ordering."),
+                             qa.Entry("after", "Can I change the address after shipping?", "Redirect it via the carrier."),
+                             qa.Entry("pay", "Can I pay with PayPal?", "Yes, PayPal is accepted.")])
+
+
+def test_rerank_shows_the_candidate_the_scorer_prefers_when_the_top_two_are_close(monkeypatch):
+    monkeypatch.setattr(qa, "_kb", _close_kb())
+    text = "can I change the delivery address of my order"
+    opts = qa.lookup(text, {})
+    (first, s1), (second, s2), _ = opts["candidates"]
+    assert s1 - s2 < qa.RERANK_MARGIN and opts["sources"] == [first]
+    asked = []
+
+    def score(prompts, continuation):  # the article of `second` explains the question best, by far
+        asked.append((prompts, continuation))
+        return [0.0 if _question(second) in p[0]["content"] else -100.0 for p in prompts]
+
+    out = qa.rerank(text, opts, score)
+    assert out["sources"] == [second] and f"[{second}]" in out["context"] and f"[{first}]" not in out["context"]
+    assert out["reranked"][0][0] == second and len(out["reranked"]) == 3
+    prompts, continuation = asked[0]
+    assert continuation == text and len(prompts) == 3
+    # the similarity is a prior: a small preference of the scorer does not overturn a clear retrieval order
+    tiny = qa.rerank(text, opts, lambda prompts, c: [0.0 if _question(second) in p[0]["content"] else -0.01
+                                                     for p in prompts])
+    assert tiny["sources"] == [first]
+
+
+def _question(entry_id: str) -> str:
+    return {e.id: e.question for e in _close_kb().entries}[entry_id]
+
+
+def test_rerank_leaves_clear_long_and_stale_lookups_alone(monkeypatch):
+    monkeypatch.setattr(qa, "_kb", _close_kb())
+
+    def never(prompts, continuation):
+        raise AssertionError("not asked")
+
+    clear = {"context": "x", "sources": ["pay"], "candidates": [["pay", 0.9], ["before", 0.5], ["after", 0.4]]}
+    assert qa.rerank("paypal?", clear, never) is clear
+    close = {"context": "x", "sources": ["before"], "candidates": [["before", 0.7], ["after", 0.69], ["pay", 0.3]]}
+    assert qa.rerank("x" * (qa.RERANK_MAX_CHARS + 1), close, never) is close
+    stale = {**close, "candidates": [["gone", 0.7], ["after", 0.69]]}  # the KB was replaced since the lookup
+    assert qa.rerank("change address", stale, never) is stale
+    nothing = {"context": "(no relevant entries)", "sources": [], "candidates": []}  # handed over: no rerank
+    assert qa.rerank("weather?", nothing, never) is nothing
+    assert qa.lookup("who won the 1998 world cup", {})["candidates"] == []

@@ -196,3 +196,56 @@ def test_a_regulated_poem_is_in_form_even_from_a_random_model(service, tiny_sett
                           temperature=0.9, max_new_tokens=40))[-1].text
     assert all(in_form(p) for p in held), held
     assert not in_form(free)
+
+
+def test_continuation_logprob_is_the_sum_of_each_tokens_next_token_logprob(service):
+    lm = service.backend("qa").model
+    tok = lm.tokenizer
+    prompt = tok("Help article: returns within 30 days.", add_special_tokens=False).input_ids
+    cont = tok(" Can I return it?", add_special_tokens=False).input_ids
+    stepwise = sum(lm.next_token_logprobs(prompt + cont[:i])[t] for i, t in enumerate(cont))
+    # int8 with dynamic activation scales: a pass over more positions rounds a little differently
+    assert lm.continuation_logprob(prompt, cont) == pytest.approx(stepwise, rel=1e-3)
+    shifted = sum(lm.next_token_logprobs(prompt + cont[:i])[t] for i, t in enumerate(cont[1:]))
+    assert lm.continuation_logprob(prompt, cont) != pytest.approx(shifted, rel=1e-2)  # the check can tell
+    assert lm.continuation_logprob(prompt, []) == 0.0
+
+
+def test_qa_answers_after_its_model_reranks_close_entries_and_despite_a_failing_rerank(service, monkeypatch):
+    import dataclasses
+
+    from tasks import qa
+
+    monkeypatch.setattr(qa, "_kb", qa.KnowledgeBase([
+        qa.Entry("before", "Can I change my delivery address?", "Within 60 minutes of ordering."),
+        qa.Entry("after", "Can I change the address after shipping?", "Redirect it via the carrier."),
+        qa.Entry("pay", "Can I pay with PayPal?", "Yes, PayPal is accepted.")]))
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, rerank=True))
+    last = list(service.run("qa", "can I change the delivery address of my order"))[-1]
+    ranked = last.options["reranked"]  # scored by the tab's (tiny) model: one finite score per candidate
+    assert sorted(i for i, _ in ranked) == ["after", "before", "pay"] and all(abs(s) < 1e6 for _, s in ranked)
+    assert last.options["sources"] == [ranked[0][0]] and last.done
+
+    def boom(text, options, score):
+        raise RuntimeError("scoring exploded")
+
+    monkeypatch.setitem(service.tasks, "qa", dataclasses.replace(service.task("qa"), rerank=boom))
+    last = list(service.run("qa", "can I change the delivery address of my order"))[-1]
+    assert last.done and "reranked" not in last.options and last.options["sources"]
+
+
+def test_rerank_is_off_unless_asked_for(service, monkeypatch):
+    import dataclasses
+
+    from config import Settings
+
+    def never(text, options, score):
+        raise AssertionError("rerank ran")
+
+    monkeypatch.delenv("NLPAPP_RERANK", raising=False)
+    assert not Settings().rerank and not service.settings.rerank
+    monkeypatch.setenv("NLPAPP_RERANK", "1")
+    assert Settings().rerank
+    monkeypatch.setitem(service.tasks, "qa", dataclasses.replace(service.task("qa"), rerank=never))
+    last = list(service.run("qa", "Can I pay with PayPal?"))[-1]
+    assert last.done and "reranked" not in last.options

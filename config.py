@@ -86,8 +86,8 @@ class Settings:
         t.strip() for t in _env("NLPAPP_MERGED_DECODE", "qa,summarize").split(",")
         if t.strip() and t.strip().lower() not in ("none", "0", "off")))
     # 1: let a tab's GPT reorder what its lookup found before answering (Task.rerank; customer service: close
-    # knowledge-base candidates, ~1.3 s of CPU on 2 cores for a question that needs it). Off by default: on the
-    # qa validation split it answered from the right entry no more often (65% against 67.5%; README).
+    # knowledge-base candidates, ~1.5 s more on 2 CPU cores for a question that needs it). Off by default: on the
+    # qa validation split it answered from the right entry no more often (65% with and without it; README).
     rerank: bool = field(default_factory=lambda: _env("NLPAPP_RERANK", "0") not in ("0", "false", "off"))
     # Threads per ONNX Runtime session (0 = let ORT choose).
     ort_threads: int = field(default_factory=lambda: int(_env("NLPAPP_ORT_THREADS", "0")))

@@ -38,7 +38,7 @@ MAX_KB_ROWS = 5000
 # by log P(question | article) under the tab's model (unsupervised passage reranking, Sachan et al. 2022) plus
 # RERANK_WEIGHT x its similarity, and the best is shown. Chosen on 200 training paraphrases, each left out of its
 # entry's index vector, and the 40 validation ones (served int8 graph with the qa adapter): the right entry first
-# 133 -> 147 of 200 and 27 -> 29 of 40; 55% of in-scope questions are reranked, ~1.3 s each on 2 CPU cores.
+# 133 -> 147 of 200 and 27 -> 29 of 40; 55% of in-scope questions are reranked, ~1.5 s more each on 2 CPU cores.
 # The log-probability alone (weight 0) gave 136 and 27, the full top three at any margin 146 and 29. End to end on
 # validation the right entry was shown no more often (65%, 3 questions gained, 3 lost), so serving leaves it off
 # (NLPAPP_RERANK=1 turns it on; README).

@@ -149,9 +149,10 @@ def _tokens_by_choice(task: Task) -> tuple[int, int, dict]:
     return choice, tokens, found
 
 
-def _notice_md(notices: list[str]) -> str:
+def _notice_md(notices: list[str], info: list[str] = ()) -> str:
+    """Warnings (⚠️), then plain information (ℹ️), one paragraph each."""
     # escape: nothing a user typed is ever rendered as HTML or Markdown
-    return "\n\n".join(f"⚠️ {html.escape(n)}" for n in notices if n)
+    return "\n\n".join([f"⚠️ {html.escape(n)}" for n in notices if n] + [f"ℹ️ {html.escape(n)}" for n in info if n])
 
 
 def _cell(text) -> str:
@@ -255,6 +256,11 @@ class App:
                 notes.append(f"{value} is experimental: {task.experimental[value]}.")
         return notes
 
+    @staticmethod
+    def answer_info(task: Task, reply) -> list[str]:
+        """What a finished answer was based on, where its task can say (Task.answer_source)."""
+        return [task.answer_source(reply.options)] if task.answer_source is not None else []
+
     def handler(self, task: Task):
         """The tab's submit function. Its signature names the text and each control (the API shows them), and
         ends with a gr.Request, which Gradio injects there: it gives the session that feedback links to."""
@@ -288,7 +294,7 @@ class App:
                     _user_error(e, task.name)
                 answer_id, note = record_reply(self.store, reply, self.session_id(request))
                 notes = reply.notices + self.answer_notes(task, reply) + [note]
-                yield reply.text, _notice_md(notes), self.footer(task), answer_id
+                yield reply.text, _notice_md(notes, self.answer_info(task, reply)), self.footer(task), answer_id
 
         P = inspect.Parameter
         fn.__signature__ = inspect.Signature(

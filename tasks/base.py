@@ -92,6 +92,9 @@ class Task:
     # (text, options, score) -> options, where score(prompts, continuation) gives the log-probability of the text
     # `continuation` after each prompt (chat messages) under the model that will answer.
     rerank: Callable[[str, dict, Callable[[list[list[dict]], str], list[float]]], dict] | None = None
+    # Optional: where a finished answer came from, in words, from its options (e.g. the help article it was given),
+    # shown under the answer so whoever reads it can check it at the source.
+    answer_source: Callable[[dict], str] | None = None
     # Optional operator upload that replaces the task's resources (e.g. a knowledge-base CSV): bytes -> message.
     upload: Callable[[bytes], str] | None = None
     upload_label: str = ""

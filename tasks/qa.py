@@ -326,6 +326,17 @@ def rerank(text: str, options: dict, score) -> dict:
             "reranked": [[entries[i].id, round(combined[i], 2)] for i in order]}
 
 
+def answer_source(options: dict) -> str:
+    """The help article an answer was given (its question and id), or that none was: then the model can only hand
+    the question over."""
+    ids = options.get("sources") or []
+    if not ids:
+        return "No help article matched this question, so none was given to the assistant."
+    by_id = {e.id: e for e in knowledge_base().entries}
+    shown = [f"“{by_id[i].question}” [{i}]" if i in by_id else f"[{i}]" for i in ids]
+    return f"Help article{'s' if len(shown) > 1 else ''} given to the assistant: " + "; ".join(shown)
+
+
 def build_messages(text: str, options: dict) -> list[dict]:
     context = options.get("context", "(no relevant entries)")
     return chat(SYSTEM, f"Knowledge base:\n{context}\n\nCustomer question: {text}")
@@ -346,6 +357,7 @@ TASK = Task(
     build_messages=build_messages,
     lookup=lookup,
     rerank=rerank,
+    answer_source=answer_source,
     upload=replace_from_csv,
     warmup=lambda: knowledge_base().vectors(),
     upload_label=f"Replace the knowledge base (CSV with question,answer columns; UTF-8; up to {MAX_UPLOAD_BYTES / 1e6:.0f} MB)",

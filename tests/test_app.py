@@ -125,6 +125,19 @@ def test_an_experimental_choice_is_marked(service):
     assert not [n for n in App.answer_notes(task, other) if "experimental" in n]
 
 
+def test_a_qa_answer_names_the_help_article_it_was_given_below_any_warning(service):
+    from app.ui import App, _notice_md
+    from tasks import qa
+
+    reply = list(service.run("qa", "Can I pay with PayPal?"))[-1]
+    info = App.answer_info(REGISTRY["qa"], reply)
+    (shown,) = [e for e in qa.knowledge_base().entries if e.id == reply.options["sources"][0]]
+    assert info == [f"Help article given to the assistant: “{shown.question}” [{shown.id}]"]
+    assert not App.answer_info(REGISTRY["summarize"], reply)
+    md = _notice_md(["Cut <short>"], info)
+    assert md.startswith("⚠️ Cut &lt;short&gt;\n\nℹ️ Help article") and "<" not in md
+
+
 def test_close_sets_the_stop_event_on_the_server_loop_while_pages_are_open():
     """CI once failed in teardown: gradio's close() set the stop event from the test thread while the
     server loop was removing a heartbeat's waiter. close_demo must set it on the loop's own thread."""

@@ -161,6 +161,9 @@ def test_tab_answers_streams_and_takes_feedback(browser, app_server, chatty_mode
             # no stop token and a 24-token server cap: the answer is cut, and the page says so
             _wait(lambda: "cut at 24 tokens" in d.find_element(By.CSS_SELECTOR, f"#{name}-notice").text,
                   what="truncation notice")
+        if name == "qa":  # whoever reads the answer can check it at its source
+            _wait(lambda: "help article" in d.find_element(By.CSS_SELECTOR, "#qa-notice").text.lower(),
+                  what="the help article the answer was given")
     else:
         _wait(lambda: any(l in d.find_element(By.CSS_SELECTOR, f"#{name}-output").text for l in task.labels),
               what="predicted label shown")

@@ -198,3 +198,11 @@ def test_rerank_leaves_clear_long_and_stale_lookups_alone(monkeypatch):
     nothing = {"context": "(no relevant entries)", "sources": [], "candidates": []}  # handed over: no rerank
     assert qa.rerank("weather?", nothing, never) is nothing
     assert qa.lookup("who won the 1998 world cup", {})["candidates"] == []
+
+
+def test_an_answer_says_which_help_article_it_was_given(monkeypatch):
+    monkeypatch.setattr(qa, "_kb", _close_kb())
+    opts = qa.lookup("can I pay with paypal", {})
+    assert qa.answer_source(opts) == "Help article given to the assistant: “Can I pay with PayPal?” [pay]"
+    assert qa.answer_source({"sources": []}).startswith("No help article matched")
+    assert qa.answer_source({"sources": ["gone"]}).endswith("[gone]")  # the KB was replaced since

@@ -151,8 +151,10 @@ def _tokens_by_choice(task: Task) -> tuple[int, int, dict]:
 
 def _notice_md(notices: list[str], info: list[str] = ()) -> str:
     """Warnings (⚠️), then plain information (ℹ️), one paragraph each."""
-    # escape: nothing a user typed is ever rendered as HTML or Markdown
-    return "\n\n".join([f"⚠️ {html.escape(n)}" for n in notices if n] + [f"ℹ️ {html.escape(n)}" for n in info if n])
+    # escape: nothing a user typed is ever rendered as HTML (quotes stay as they are: this is text, not an attribute,
+    # and API clients read it too)
+    esc = lambda n: html.escape(n, quote=False)  # noqa: E731
+    return "\n\n".join([f"⚠️ {esc(n)}" for n in notices if n] + [f"ℹ️ {esc(n)}" for n in info if n])
 
 
 def _cell(text) -> str:

@@ -134,8 +134,8 @@ def test_a_qa_answer_names_the_help_article_it_was_given_below_any_warning(servi
     (shown,) = [e for e in qa.knowledge_base().entries if e.id == reply.options["sources"][0]]
     assert info == [f"Help article given to the assistant: “{shown.question}” [{shown.id}]"]
     assert not App.answer_info(REGISTRY["summarize"], reply)
-    md = _notice_md(["Cut <short>"], info)
-    assert md.startswith("⚠️ Cut &lt;short&gt;\n\nℹ️ Help article") and "<" not in md
+    md = _notice_md(["Cut <short> & \"I've\""], info)
+    assert md.startswith("⚠️ Cut &lt;short&gt; &amp; \"I've\"\n\nℹ️ Help article") and "<" not in md
 
 
 def test_close_sets_the_stop_event_on_the_server_loop_while_pages_are_open():

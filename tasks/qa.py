@@ -379,7 +379,8 @@ TASK = Task(
                                                   f"answer and passed {percent(ft['handover_rate_out_of_scope'])} "
                                                   "of off-topic questions to a human"),
     about="Good at everyday shop questions its help articles cover (delivery, returns, payment); it sometimes "
-          "answers from a neighbouring article, and some off-topic questions get an answer instead of a human.",
+          "answers from a neighbouring article (each answer names the article it was given, so you can check), and "
+          "some off-topic questions get an answer instead of a human.",
 )
 
 

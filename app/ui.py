@@ -563,9 +563,9 @@ class App:
     def models_md(self) -> str:
         """The 'About the models' page: per tab, what its model is good and bad at, its held-out result in words,
         its model card."""
-        parts = ["Each tab is answered by a small GPT (SmolLM2-135M-Instruct, 135 million parameters) fine-tuned "
-                 "for its task. Small models make mistakes: check anything that matters. The results below were "
-                 "measured on examples kept out of training."]
+        parts = ["Each tab is answered by a small GPT (a few hundred million parameters) fine-tuned for its task; "
+                 "the base model it was tuned from is named with its version. Small models make mistakes: check "
+                 "anything that matters. The results below were measured on examples kept out of training."]
         for name, task in self.service.tasks.items():
             b = self.service.models.peek(name)
             tuned = b is None or b.version.tuned  # the sentences describe the committed fine-tuned models
@@ -579,8 +579,9 @@ class App:
             url = _card_url(name)
             extra = [f"[Model card]({url})"] if url else []
             if b is not None:
-                extra.append(f"version `{b.version.version}` on {b.placement.provider.replace('ExecutionProvider', '')}"
-                             f" ({b.placement.precision})")
+                base = f", base {Path(b.version.base_model).name}" if b.version.base_model else ""
+                extra.append(f"version `{b.version.version}`{base} on "
+                             f"{b.placement.provider.replace('ExecutionProvider', '')} ({b.placement.precision})")
             parts.append(" ".join(lines) + ("  \n" + " · ".join(extra) if extra else ""))
         return "\n\n".join(parts)
 

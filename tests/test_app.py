@@ -138,6 +138,19 @@ def test_a_qa_answer_names_the_help_article_it_was_given_below_any_warning(servi
     assert md.startswith("⚠️ Cut &lt;short&gt; &amp; \"I've\"\n\nℹ️ Help article") and "<" not in md
 
 
+def test_the_about_page_names_each_tabs_base_model(service):
+    """Each loaded tab's line names the base its version was built on (the page once said SmolLM2 for every tab
+    after all of them had moved to Qwen)."""
+    from pathlib import Path
+
+    from app.ui import App
+
+    service.backend("qa")  # loaded, so the page describes it
+    md = App(service).models_md()
+    base = Path(service.models.peek("qa").version.base_model).name
+    assert base and f", base {base} on CPU" in md and "SmolLM2-135M-Instruct, 135 million" not in md
+
+
 def test_close_sets_the_stop_event_on_the_server_loop_while_pages_are_open():
     """CI once failed in teardown: gradio's close() set the stop event from the test thread while the
     server loop was removing a heartbeat's waiter. close_demo must set it on the loop's own thread."""

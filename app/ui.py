@@ -38,6 +38,7 @@ footer {visibility: hidden}
 .my-feedback th, .my-feedback td {text-align: left; vertical-align: top; padding: 4px 8px;
   border-bottom: 1px solid var(--border-color-primary); overflow-wrap: anywhere}
 .my-feedback col.when {width: 11em} .my-feedback col.tab {width: 9em} .my-feedback col.rating {width: 5.5em}
+.my-feedback col.id {width: 17em}
 """
 # Uploaded files and exports in Gradio's cache are deleted this long after they were written (seconds).
 CACHE_LIFETIME_S = 3600
@@ -155,6 +156,11 @@ def _notice_md(notices: list[str], info: list[str] = ()) -> str:
     # and API clients read it too)
     esc = lambda n: html.escape(n, quote=False)  # noqa: E731
     return "\n\n".join([f"⚠️ {esc(n)}" for n in notices if n] + [f"ℹ️ {esc(n)}" for n in info if n])
+
+
+def _utc(t):
+    """A stored time in UTC (SQLite hands them back without a zone)."""
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
 def _cell(text) -> str:
@@ -463,8 +469,7 @@ class App:
         cut = lambda s: _cell((s or "")[:300])  # noqa: E731
         body = []
         for r in rows:
-            t = r["created_at"]
-            t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+            t = _utc(r["created_at"])
             task = self.service.tasks.get(r["answer_task"])
             gave = "<br>".join(x for x in (
                 f"Correction: {cut(r['correction'])}" if r.get("correction") else "",
@@ -478,6 +483,32 @@ class App:
                 "<col class='rating'><col></colgroup><thead><tr><th>When</th><th>Tab</th><th>Your text</th>"
                 "<th>Answer</th><th>Rating</th><th>Your correction or comment</th></tr></thead><tbody>"
                 + "".join(body) + "</tbody></table></div>")
+
+    # How many answers per tab the follow-up list looks through, and how many it shows
+    FOLLOW_UP_SCAN, FOLLOW_UP_SHOWN = 2000, 50
+
+    def follow_up_rows(self) -> list[dict]:
+        """The latest answers a person should follow up (Task.follow_up), newest first, across tabs."""
+        rows = []
+        for name, task in self.service.tasks.items():
+            if task.follow_up is not None:
+                rows += [r for r in self.store.recent_answers(name, self.FOLLOW_UP_SCAN) if task.follow_up(r["output"])]
+        rows.sort(key=lambda r: _utc(r["created_at"]), reverse=True)
+        return rows[: self.FOLLOW_UP_SHOWN]
+
+    def follow_up_html(self, rows: list[dict]) -> str:
+        if not rows:
+            return "<p>No handed-over questions among the latest answers.</p>"
+        body = []
+        for r in rows:
+            t, task = _utc(r["created_at"]), self.service.tasks.get(r["task"])
+            body.append(
+                f"<tr><td><time datetime=\"{t.isoformat()}\">{t.strftime('%d %b %Y, %H:%M')} UTC</time></td>"
+                f"<td>{_cell(task.title if task else r['task'])}</td><td>{_cell(r['input_text'][:300])}</td>"
+                f"<td>{_cell(r['id'])}</td></tr>")
+        return ("<div class='my-feedback'><table><colgroup><col class='when'><col class='tab'><col><col class='id'>"
+                "</colgroup><thead><tr><th>When</th><th>Tab</th><th>Question</th><th>Answer id</th></tr></thead>"
+                "<tbody>" + "".join(body) + "</tbody></table></div>")
 
     def build_my_feedback(self) -> None:
         with gr.Tab("My feedback", id="my-feedback") as tab:
@@ -500,8 +531,9 @@ class App:
         """Export and erase: the tab exists only when an admin token is configured, and its tools (and the
         operator panels of the task tabs) appear once this session has entered it. Every action checks it."""
         with gr.Tab("Admin", id="admin"):
-            gr.Markdown("Operator tools: export feedback as training data, erase a session's data, replace the "
-                        "customer-service knowledge base. Enter the admin token to unlock them.")
+            gr.Markdown("Operator tools: export feedback as training data, see the questions handed over to a "
+                        "person, erase a session's data, replace the customer-service knowledge base. Enter the admin "
+                        "token to unlock them.")
             with gr.Row():
                 token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token", scale=4)
                 unlock = gr.Button("Unlock", elem_id="admin-unlock", scale=1)
@@ -518,6 +550,12 @@ class App:
                 run = gr.Button("Export", variant="primary", elem_id="admin-export")
                 done = gr.Markdown()
                 file = gr.File(label="Export (zip)", interactive=False)
+                with gr.Accordion("Questions handed over to a person", open=False):
+                    gr.Markdown(f"The latest {self.FOLLOW_UP_SHOWN} questions the assistant passed to a colleague "
+                                "(no help article matched, or it judged that none answered them): someone should "
+                                "follow them up, and they show what the knowledge base is missing.")
+                    follow_show = gr.Button("Show", size="sm", elem_id="admin-follow-up-show")
+                    follow_table = gr.HTML("", js_on_load=LOCAL_TIMES_JS, elem_id="admin-follow-up")
                 with gr.Accordion("Erase a session's data", open=False):
                     sid = gr.Textbox(label="Anonymous session id")
                     erase = gr.Button("Erase", variant="stop")
@@ -557,7 +595,22 @@ class App:
                     _user_error(e, "admin erase")
                 return f"Erased {n} answers and their feedback."
 
+            def do_follow_up(key, request: gr.Request):
+                try:
+                    self.check_admin(key, request)
+                    if self.store is None:
+                        raise StoreInputError("Feedback is not stored on this server.")
+                except Exception as e:  # noqa: BLE001
+                    _user_error(e, "admin follow-up list")
+                try:
+                    rows = self.follow_up_rows()
+                except Exception as e:  # noqa: BLE001
+                    log.exception("reading the follow-up list failed")
+                    raise gr.Error("The feedback database is unavailable right now.") from e
+                return self.follow_up_html(rows)
+
             run.click(do_export, [self.admin_key, task, version, since, until], [done, file], api_visibility="private")
+            follow_show.click(do_follow_up, [self.admin_key], [follow_table], api_visibility="private")
             erase.click(do_erase, [self.admin_key, sid], [erased], api_visibility="private")
 
     def models_md(self) -> str:

@@ -336,6 +336,14 @@ class FeedbackStore:
                         row[k] = getattr(f, k)
         return list(merged.values())
 
+    def recent_answers(self, task: str, limit: int = 500) -> list[dict]:
+        """A tab's latest answers, newest first: id, task, input_text, output, created_at (the Admin tab's
+        follow-up list reads them; prompts and settings are left in the database)."""
+        q = (select(Answer.id, Answer.task, Answer.input_text, Answer.output, Answer.created_at)
+             .where(Answer.task == task).order_by(Answer.created_at.desc(), Answer.id).limit(limit))
+        with Session(self.engine) as s:
+            return [dict(r._mapping) for r in s.execute(q)]
+
     def export_rows(self, task: str | None = None, since: datetime | None = None, until: datetime | None = None,
                     model_version: str | None = None) -> list[dict]:
         """Every answer that has feedback, joined with its newest feedback of each kind."""

@@ -95,6 +95,9 @@ class Task:
     # Optional: where a finished answer came from, in words, from its options (e.g. the help article it was given),
     # shown under the answer so whoever reads it can check it at the source.
     answer_source: Callable[[dict], str] | None = None
+    # Optional: whether a person should follow up an answer (customer service: it was handed over); the Admin tab
+    # lists the latest such answers, so staff see what the assistant could not answer.
+    follow_up: Callable[[str], bool] | None = None
     # Optional operator upload that replaces the task's resources (e.g. a knowledge-base CSV): bytes -> message.
     upload: Callable[[bytes], str] | None = None
     upload_label: str = ""

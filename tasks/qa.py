@@ -358,6 +358,7 @@ TASK = Task(
     lookup=lookup,
     rerank=rerank,
     answer_source=answer_source,
+    follow_up=handed_over,
     upload=replace_from_csv,
     warmup=lambda: knowledge_base().vectors(),
     upload_label=f"Replace the knowledge base (CSV with question,answer columns; UTF-8; up to {MAX_UPLOAD_BYTES / 1e6:.0f} MB)",

@@ -151,6 +151,27 @@ def test_the_about_page_names_each_tabs_base_model(service):
     assert base and f", base {base} on CPU" in md and "SmolLM2-135M-Instruct, 135 million" not in md
 
 
+def test_the_admin_follow_up_list_shows_handed_over_questions_newest_first(service, store):
+    from app.ui import App
+    from tasks import qa
+
+    def answer(task, text, output):
+        assert store.record_answer(task=task, input_text=text, output=output, model_version="v1",
+                                   session_id="s", prompt="", messages=[], settings={}).stored
+
+    answer("qa", "Where is my order NW-118734?", qa.HANDOVER)
+    answer("qa", "Can I pay with PayPal?", "Yes, PayPal is accepted.")
+    answer("summarize", "text that mentions a human colleague", qa.HANDOVER)  # not a tab with follow-ups
+    answer("qa", "<b>$x</b> {y} weather?", qa.HANDOVER)
+    app = App(service, store)
+    rows = app.follow_up_rows()
+    assert [r["input_text"] for r in rows] == ["<b>$x</b> {y} weather?", "Where is my order NW-118734?"]
+    page = app.follow_up_html(rows)
+    assert "&lt;b&gt;&#36;x&lt;/b&gt; &#123;y&#125; weather?" in page and "<b>" not in page
+    assert page.count("<tr>") == 3 and "Customer service" in page and rows[0]["id"] in page
+    assert "No handed-over questions" in app.follow_up_html([])
+
+
 def test_close_sets_the_stop_event_on_the_server_loop_while_pages_are_open():
     """CI once failed in teardown: gradio's close() set the stop event from the test thread while the
     server loop was removing a heartbeat's waiter. close_demo must set it on the loop's own thread."""

@@ -380,6 +380,14 @@ def test_admin_tools_appear_only_with_the_token(browser, app_server):
         except AssertionError:
             pass
     assert shown(), f"admin tools not shown; the page says {status()!r}"
+    label = [e for e in d.find_elements(By.XPATH, "//*[contains(text(), 'Questions handed over to a person')]")
+             if e.is_displayed()]
+    assert label, "the follow-up list's accordion is not on the page"
+    label[0].click()
+    _wait(lambda: d.find_element(By.CSS_SELECTOR, "#admin-follow-up-show").is_displayed(), what="follow-up button")
+    d.find_element(By.CSS_SELECTOR, "#admin-follow-up-show").click()
+    follow = lambda: d.find_element(By.CSS_SELECTOR, "#admin-follow-up").text  # noqa: E731
+    _wait(lambda: "Answer id" in follow() or "No handed-over questions" in follow(), what="the follow-up list")
     _open_tab(d, "Customer service")
     _wait(lambda: [e for e in d.find_elements(By.CSS_SELECTOR, "#qa-upload") if e.is_displayed()],
           what="knowledge-base upload shown")

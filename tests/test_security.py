@@ -168,9 +168,10 @@ def test_the_pages_own_feedback_buttons_share_the_feedback_budget(strict_server)
 
 
 def test_admin_handlers_called_by_index_need_the_token(strict_server):
-    """Export and erase called by index over plain HTTP, without the page's unlock: refused."""
+    """Export, erase and the follow-up list called by index over plain HTTP, without the page's unlock: refused."""
     export, erase = fn_index(strict_server.demo, "do_export"), fn_index(strict_server.demo, "do_erase")
-    for idx, data in ((export, [None, "", "", "", ""]), (erase, [None, "someone"])):
+    follow_up = fn_index(strict_server.demo, "do_follow_up")
+    for idx, data in ((export, [None, "", "", "", ""]), (erase, [None, "someone"]), (follow_up, [None])):
         done = call_by_index(strict_server.url, idx, data)
         assert not done["success"] and "admin token" in message(done).lower()
 

@@ -221,3 +221,13 @@ def test_retention_erases_old_answers_and_their_feedback(store):
         s.execute(update(Answer).where(Answer.id == old).values(created_at=now() - timedelta(days=31)))
     assert store.purge_older_than(30) == 1
     assert store.answer(old) is None and store.answer(new) is not None and store.count() == (1, 0)
+
+
+def test_recent_answers_are_a_tabs_latest_first_without_prompts(store):
+    ids = [_answer(store, text=f"question {i}") for i in range(3)]
+    _answer(store, text="another tab", task="summarize")
+    rows = store.recent_answers("qa", limit=2)
+    assert [r["id"] for r in rows] == ids[::-1][:2]
+    assert set(rows[0]) == {"id", "task", "input_text", "output", "created_at"}
+    assert rows[0]["input_text"] == "question 2" and rows[0]["task"] == "qa"
+    assert store.recent_answers("translate") == []

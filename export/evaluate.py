@@ -67,6 +67,7 @@ def generate_all(task, backend, settings, rows) -> list[str]:
 def target_nll(task, backend, settings, rows) -> tuple[list[float], list[int], list[int]]:
     """Mean negative log-likelihood of each target's continuation given its prompt (for perplexity), the number of
     tokens it is the mean of, and the characters they spell (for a perplexity that two tokenizers share)."""
+    from runtime.lm import log_softmax
     from serving.prompt import render_prompt
 
     lm, tok = backend.model, backend.model.tokenizer
@@ -84,9 +85,7 @@ def target_nll(task, backend, settings, rows) -> tuple[list[float], list[int], l
         ids = np.asarray([p_ids + t_ids], np.int64)
         n = ids.shape[1]
         logits, _ = lm.forward(ids, np.ones((1, n), np.int64), lm.empty_past(1), np.arange(n)[None, :])
-        logits = logits[0, len(p_ids) - 1:n - 1].astype(np.float64)
-        logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-        lp = (logits[np.arange(len(t_ids)), t_ids] - logz)[scored]
+        lp = log_softmax(logits[0, len(p_ids) - 1:n - 1])[np.arange(len(t_ids)), t_ids][scored]
         nlls.append(float(-lp.mean()))
         counts.append(len(lp))
         chars.append(len(r["target"]) - echo + 1)  # + 1: the end-of-text token, scored like a character

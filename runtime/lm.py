@@ -39,6 +39,13 @@ class Sampling:
     decode_graph: bool = True  # its one-token steps may run on a 4-bit decode graph where the model has one
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis, in float64 (the max taken out first, so nothing overflows)."""
+    x = np.asarray(logits, np.float64)
+    top = x.max(-1, keepdims=True)
+    return x - (np.log(np.exp(x - top).sum(-1, keepdims=True)) + top)
+
+
 def stop_token_ids(tokenizer) -> set[int]:
     """The ids that end an answer: EOS, and the chat end-of-turn marks where the vocabulary has them."""
     ids = {tokenizer.eos_token_id}
@@ -245,8 +252,7 @@ class OnnxCausalLM:
         n = ids.shape[1]
         logits, _ = self.forward(ids, np.ones((1, n), np.int64), self.empty_past(1),
                                  np.arange(n, dtype=np.int64)[None, :], keep=1)
-        last = logits[0, -1].astype(np.float64)
-        return last - (np.log(np.exp(last - last.max()).sum()) + last.max())
+        return log_softmax(logits[0, -1])
 
     def continuation_logprob(self, prompt_ids: Sequence[int], continuation_ids: Sequence[int]) -> float:
         """log P(continuation | prompt): the sum over its tokens, from one pass that returns only their logits."""
@@ -257,9 +263,8 @@ class OnnxCausalLM:
         n = ids.shape[1]
         logits, _ = self.forward(ids, np.ones((1, n), np.int64), self.empty_past(1),
                                  np.arange(n, dtype=np.int64)[None, :], keep=len(cont) + 1)
-        logits = logits[0, -len(cont) - 1:-1].astype(np.float64)  # graphs without logits_to_keep return all
-        logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-        return float((logits[np.arange(len(cont)), cont] - logz).sum())
+        logp = log_softmax(logits[0, -len(cont) - 1:-1])  # graphs without logits_to_keep return all positions
+        return float(logp[np.arange(len(cont)), cont].sum())
 
 
 # Longest text a classifier reads, in tokens (serving, validation during training and benchmarks alike).

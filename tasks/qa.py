@@ -117,6 +117,7 @@ class KnowledgeBase:
         if not entries:
             raise TaskInputError("The knowledge base has no entries.")
         self.entries = entries
+        self.by_id = {e.id: e for e in entries}
         self.phrasings = phrasings or {}  # known customer phrasings per entry id (training paraphrases)
         self.gate = gate
         self._embedder = embedder
@@ -314,7 +315,7 @@ def rerank(text: str, options: dict, score) -> dict:
     cands = options.get("candidates") or []
     if len(cands) < 2 or cands[0][1] - cands[1][1] >= RERANK_MARGIN or len(text) > RERANK_MAX_CHARS:
         return options
-    by_id = {e.id: e for e in knowledge_base().entries}
+    by_id = knowledge_base().by_id
     if any(c not in by_id for c, _ in cands):  # the KB was replaced since the lookup
         return options
     entries = [by_id[c] for c, _ in cands]
@@ -332,7 +333,7 @@ def answer_source(options: dict) -> str:
     ids = options.get("sources") or []
     if not ids:
         return "No help article matched this question, so none was given to the assistant."
-    by_id = {e.id: e for e in knowledge_base().entries}
+    by_id = knowledge_base().by_id
     shown = [f"“{by_id[i].question}” [{i}]" if i in by_id else f"[{i}]" for i in ids]
     return f"Help article{'s' if len(shown) > 1 else ''} given to the assistant: " + "; ".join(shown)
 
@@ -443,7 +444,7 @@ def number_grounding(kb, answers: list[str], came_from: dict[str, str | None] | 
     """Of the figures in the answers, the share found in the entry each answer came from (its closest KB answer,
     from `came_from` when the caller has it): an answer that says "2-3 days" where its entry says "1-2" is wrong in
     the way a customer acts on."""
-    by_id = {e.id: e for e in kb.entries}
+    by_id = kb.by_id
     total = grounded = answers_with = answers_ok = 0
     for a in answers:
         found = numbers_in(a)

@@ -131,7 +131,7 @@ def test_a_qa_answer_names_the_help_article_it_was_given_below_any_warning(servi
 
     reply = list(service.run("qa", "Can I pay with PayPal?"))[-1]
     info = App.answer_info(REGISTRY["qa"], reply)
-    (shown,) = [e for e in qa.knowledge_base().entries if e.id == reply.options["sources"][0]]
+    shown = qa.knowledge_base().by_id[reply.options["sources"][0]]
     assert info == [f"Help article given to the assistant: “{shown.question}” [{shown.id}]"]
     assert not App.answer_info(REGISTRY["summarize"], reply)
     md = _notice_md(["Cut <short> & \"I've\""], info)

@@ -163,6 +163,12 @@ def _utc(t):
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
+def _time_tag(t) -> str:
+    """A stored time as a <time> element in UTC (LOCAL_TIMES_JS rewrites it in the browser's zone)."""
+    t = _utc(t)
+    return f"<time datetime=\"{t.isoformat()}\">{t.strftime('%d %b %Y, %H:%M')} UTC</time>"
+
+
 def _cell(text) -> str:
     """User text inside the My feedback HTML: escaped, and no template syntax left for gr.HTML to fill in."""
     return html.escape(str(text or "")).replace("$", "&#36;").replace("{", "&#123;").replace("}", "&#125;")
@@ -461,6 +467,11 @@ class App:
             go.click(replace_resources, [self.admin_key, file], [result], api_visibility="private")
         self.operator_panels.append(panel)
 
+    def _tab_title(self, name: str) -> str:
+        """A stored answer's tab as the page names it (the stored name where the tab is gone), escaped."""
+        task = self.service.tasks.get(name)
+        return _cell(task.title if task else name)
+
     def feedback_html(self, rows: list[dict]) -> str:
         """A user's feedback as a table that fits the page: tab titles, times in the browser's zone (the <time>
         elements are rewritten by LOCAL_TIMES_JS; without script they read in UTC)."""
@@ -469,14 +480,12 @@ class App:
         cut = lambda s: _cell((s or "")[:300])  # noqa: E731
         body = []
         for r in rows:
-            t = _utc(r["created_at"])
-            task = self.service.tasks.get(r["answer_task"])
             gave = "<br>".join(x for x in (
                 f"Correction: {cut(r['correction'])}" if r.get("correction") else "",
                 f"Comment: {cut(r['comment'])}" if r.get("comment") else "") if x)
             body.append(
-                f"<tr><td><time datetime=\"{t.isoformat()}\">{t.strftime('%d %b %Y, %H:%M')} UTC</time></td>"
-                f"<td>{_cell(task.title if task else r['answer_task'])}</td><td>{cut(r['answer_input_text'])}</td>"
+                f"<tr><td>{_time_tag(r['created_at'])}</td>"
+                f"<td>{self._tab_title(r['answer_task'])}</td><td>{cut(r['answer_input_text'])}</td>"
                 f"<td>{cut(r['answer_output'])}</td><td>{ {1: '👍', -1: '👎'}.get(r['rating'], '')}</td>"
                 f"<td>{gave}</td></tr>")
         return ("<div class='my-feedback'><table><colgroup><col class='when'><col class='tab'><col><col>"
@@ -499,13 +508,8 @@ class App:
     def follow_up_html(self, rows: list[dict]) -> str:
         if not rows:
             return "<p>No handed-over questions among the latest answers.</p>"
-        body = []
-        for r in rows:
-            t, task = _utc(r["created_at"]), self.service.tasks.get(r["task"])
-            body.append(
-                f"<tr><td><time datetime=\"{t.isoformat()}\">{t.strftime('%d %b %Y, %H:%M')} UTC</time></td>"
-                f"<td>{_cell(task.title if task else r['task'])}</td><td>{_cell(r['input_text'][:300])}</td>"
-                f"<td>{_cell(r['id'])}</td></tr>")
+        body = [f"<tr><td>{_time_tag(r['created_at'])}</td><td>{self._tab_title(r['task'])}</td>"
+                f"<td>{_cell(r['input_text'][:300])}</td><td>{_cell(r['id'])}</td></tr>" for r in rows]
         return ("<div class='my-feedback'><table><colgroup><col class='when'><col class='tab'><col><col class='id'>"
                 "</colgroup><thead><tr><th>When</th><th>Tab</th><th>Question</th><th>Answer id</th></tr></thead>"
                 "<tbody>" + "".join(body) + "</tbody></table></div>")

@@ -112,6 +112,19 @@ def embedder_prepared(monkeypatch, embedder_onnx):
     return embedder_onnx
 
 
+@pytest.fixture
+def close_kb(monkeypatch):
+    """The served knowledge base replaced, for one test, by three entries whose first two are close neighbours (the
+    case customer service's rerank is for)."""
+    from tasks import qa
+
+    kb = qa.KnowledgeBase([qa.Entry("before", "Can I change my delivery address?", "Within 60 minutes of ordering."),
+                           qa.Entry("after", "Can I change the address after shipping?", "Redirect it via the carrier."),
+                           qa.Entry("pay", "Can I pay with PayPal?", "Yes, PayPal is accepted.")])
+    monkeypatch.setattr(qa, "_kb", kb)
+    return kb
+
+
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory, tiny_lm_export, tiny_classifier_export) -> Path:
     """A models folder whose registry serves the tiny LM for every task and the tiny classifier for finnews."""

@@ -150,14 +150,7 @@ def test_the_committed_gate_shows_entries_for_the_tabs_own_examples():
     assert kb.shown_many(["Where is my order NW-123456?", "What's the weather like in Paris?"]) == [[], []]
 
 
-def _close_kb() -> qa.KnowledgeBase:
-    return qa.KnowledgeBase([qa.Entry("before", "Can I change my delivery address?", "Within 60 minutes of ordering."),
-                             qa.Entry("after", "Can I change the address after shipping?", "Redirect it via the carrier."),
-                             qa.Entry("pay", "Can I pay with PayPal?", "Yes, PayPal is accepted.")])
-
-
-def test_rerank_shows_the_candidate_the_scorer_prefers_when_the_top_two_are_close(monkeypatch):
-    monkeypatch.setattr(qa, "_kb", _close_kb())
+def test_rerank_shows_the_candidate_the_scorer_prefers_when_the_top_two_are_close(close_kb):
     text = "can I change the delivery address of my order"
     opts = qa.lookup(text, {})
     (first, s1), (second, s2), _ = opts["candidates"]
@@ -166,7 +159,7 @@ def test_rerank_shows_the_candidate_the_scorer_prefers_when_the_top_two_are_clos
 
     def score(prompts, continuation):  # the article of `second` explains the question best, by far
         asked.append((prompts, continuation))
-        return [0.0 if _question(second) in p[0]["content"] else -100.0 for p in prompts]
+        return [0.0 if close_kb.by_id[second].question in p[0]["content"] else -100.0 for p in prompts]
 
     out = qa.rerank(text, opts, score)
     assert out["sources"] == [second] and f"[{second}]" in out["context"] and f"[{first}]" not in out["context"]
@@ -174,17 +167,12 @@ def test_rerank_shows_the_candidate_the_scorer_prefers_when_the_top_two_are_clos
     prompts, continuation = asked[0]
     assert continuation == text and len(prompts) == 3
     # the similarity is a prior: a small preference of the scorer does not overturn a clear retrieval order
-    tiny = qa.rerank(text, opts, lambda prompts, c: [0.0 if _question(second) in p[0]["content"] else -0.01
-                                                     for p in prompts])
+    tiny = qa.rerank(text, opts, lambda prompts, c: [
+        0.0 if close_kb.by_id[second].question in p[0]["content"] else -0.01 for p in prompts])
     assert tiny["sources"] == [first]
 
 
-def _question(entry_id: str) -> str:
-    return {e.id: e.question for e in _close_kb().entries}[entry_id]
-
-
-def test_rerank_leaves_clear_long_and_stale_lookups_alone(monkeypatch):
-    monkeypatch.setattr(qa, "_kb", _close_kb())
+def test_rerank_leaves_clear_long_and_stale_lookups_alone(close_kb):
 
     def never(prompts, continuation):
         raise AssertionError("not asked")
@@ -200,8 +188,7 @@ def test_rerank_leaves_clear_long_and_stale_lookups_alone(monkeypatch):
     assert qa.lookup("who won the 1998 world cup", {})["candidates"] == []
 
 
-def test_an_answer_says_which_help_article_it_was_given(monkeypatch):
-    monkeypatch.setattr(qa, "_kb", _close_kb())
+def test_an_answer_says_which_help_article_it_was_given(close_kb):
     opts = qa.lookup("can I pay with paypal", {})
     assert qa.answer_source(opts) == "Help article given to the assistant: “Can I pay with PayPal?” [pay]"
     assert qa.answer_source({"sources": []}).startswith("No help article matched")

@@ -211,15 +211,10 @@ def test_continuation_logprob_is_the_sum_of_each_tokens_next_token_logprob(servi
     assert lm.continuation_logprob(prompt, []) == 0.0
 
 
-def test_qa_answers_after_its_model_reranks_close_entries_and_despite_a_failing_rerank(service, monkeypatch):
+def test_qa_answers_after_its_model_reranks_close_entries_and_despite_a_failing_rerank(service, monkeypatch,
+                                                                                         close_kb):
     import dataclasses
 
-    from tasks import qa
-
-    monkeypatch.setattr(qa, "_kb", qa.KnowledgeBase([
-        qa.Entry("before", "Can I change my delivery address?", "Within 60 minutes of ordering."),
-        qa.Entry("after", "Can I change the address after shipping?", "Redirect it via the carrier."),
-        qa.Entry("pay", "Can I pay with PayPal?", "Yes, PayPal is accepted.")]))
     monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, rerank=True))
     last = list(service.run("qa", "can I change the delivery address of my order"))[-1]
     ranked = last.options["reranked"]  # scored by the tab's (tiny) model: one finite score per candidate

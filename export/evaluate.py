@@ -12,7 +12,7 @@ from runtime.models import Backend, ModelSet
 from runtime import registry
 from runtime.registry import ModelKind
 from tasks import TaskKind
-from tasks.plans import balanced, group_value, per_group
+from tasks.plans import balanced, by_group, per_group
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,10 @@ def target_nll(task, backend, settings, rows) -> tuple[list[float], list[int], l
 
 
 def with_groups(task, group_by: str, rows: list[dict], preds: list[str]) -> dict:
-    """A classifier's metric over all rows, and per group (e.g. per language) when the plan has one."""
+    """A classifier's metric over all rows pooled, and per group (e.g. per language) when the plan has one."""
     m = task.metric(preds, [r["label"] for r in rows])
     if group_by:
-        for g in sorted({group_value(r, group_by) for r in rows}):
-            idx = [i for i, r in enumerate(rows) if group_value(r, group_by) == g]
-            m[g] = task.metric([preds[i] for i in idx], [rows[i]["label"] for i in idx])
+        m.update(by_group(task.metric, rows, preds, group_by, reference="label"))
     return m
 
 

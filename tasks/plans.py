@@ -144,14 +144,21 @@ def percent(x: float) -> str:
     return f"{x * 100:.0f}%"
 
 
-def per_group(metric: Callable, rows: list[dict], preds: list, option: str) -> dict:
-    """The metric per value of `option` (nested dicts), plus each number averaged over the groups."""
-    import numpy as np
-
+def by_group(metric: Callable, rows: list[dict], preds: list, option: str, reference: str = "target") -> dict:
+    """The metric on each group's rows (a value of `option`), each row's `reference` field the right answer."""
     out: dict = {}
     for g in sorted({group_value(r, option) for r in rows}):
         idx = [i for i, r in enumerate(rows) if group_value(r, option) == g]
-        out[g] = metric([preds[i] for i in idx], [rows[i]["target"] for i in idx])
+        out[g] = metric([preds[i] for i in idx], [rows[i][reference] for i in idx])
+    return out
+
+
+def per_group(metric: Callable, rows: list[dict], preds: list, option: str) -> dict:
+    """The metric per value of `option` (nested dicts), plus each number averaged over the groups (a generation
+    task's directions count alike however many rows each has)."""
+    import numpy as np
+
+    out = by_group(metric, rows, preds, option)
     if not out:
         raise ValueError("no held-out rows to evaluate")
     first = next(iter(out.values()))

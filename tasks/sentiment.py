@@ -52,7 +52,8 @@ TASK = Task(
                             if isinstance(ft.get(g), dict))),
     about="Reads English and Chinese. Good at clear-cut opinions about films and products; mixed, sarcastic or "
           "very short comments often go wrong (about 1 review in 8 in English and 1 in 10 in Chinese on held-out "
-          "data).",
+          "data). Its English training was film reviews only: on tweets and newspaper editorials it is wrong about "
+          "1 time in 5, mostly calling mildly positive text negative (python -m bench.sentiment_domains).",
 )
 
 

@@ -3,7 +3,8 @@
 
 def served_classifier(parser, name: str):
     """(task, registered version, backend opened as serving opens it) of classifier task `name`; a task that is not
-    a classifier with an evaluation plan is a usage error of `parser`'s command."""
+    a classifier with an evaluation plan is a usage error of `parser`'s command, a task with no model prepared ends
+    the command."""
     from config import settings
     from export.evaluate import open_version
     from runtime import registry
@@ -14,4 +15,6 @@ def served_classifier(parser, name: str):
         parser.error(f"{name} is not a classifier")
     s = settings()
     mv = registry.current(s.models_dir, name)
+    if mv is None:
+        raise SystemExit(f"no {name} model registered: run `python -m export prepare` first")
     return task, mv, open_version(s.models_dir, mv)

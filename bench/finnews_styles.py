@@ -15,20 +15,17 @@ import csv
 
 
 def run() -> dict:
+    import argparse
+
+    from bench import served_classifier
     from config import settings
-    from export.evaluate import open_version, predict_labels, with_groups
-    from runtime import registry
-    from tasks import REGISTRY
+    from export.evaluate import predict_labels, with_groups
     from tasks.splits import DATA_FILES
 
-    s = settings()
-    task = REGISTRY["finnews"]
-    mv = registry.current(s.models_dir, "finnews")
-    if mv is None:
-        raise SystemExit("no finnews model registered: run `python -m export prepare` first")
+    task, mv, backend = served_classifier(argparse.ArgumentParser(prog="python -m bench.finnews_styles"), "finnews")
     with open(DATA_FILES / "finnews" / "invented_headlines.csv", encoding="utf-8") as f:
         rows = [{"text": r["headline"], "label": r["written_as"], "style": r["style"]} for r in csv.DictReader(f)]
-    preds = predict_labels(task, open_version(s.models_dir, mv), s, [r["text"] for r in rows])
+    preds = predict_labels(task, backend, settings(), [r["text"] for r in rows])
     m = with_groups(task, "style", rows, preds)  # the evaluation's own per-group scoring (as per language)
     styles = {k: m.pop(k) for k in list(m) if isinstance(m[k], dict)}
     return {"version": mv.version, "all": m, **styles, "predicted": dict(collections.Counter(preds))}

@@ -54,20 +54,19 @@ def vader_rows(folder: Path) -> list[dict]:
 
 
 def run() -> dict:
+    import argparse
+
+    from bench import served_classifier
     from config import settings
-    from export.evaluate import baseline, majority_class, open_version, predict_labels, with_groups
-    from runtime import registry
-    from tasks import REGISTRY, build_data
+    from export.evaluate import baseline, majority_class, predict_labels, with_groups
+    from tasks import build_data
     from tasks.splits import ROOT
 
-    s = settings()
-    task = REGISTRY["sentiment"]
-    mv = registry.current(s.models_dir, "sentiment")
-    if mv is None:
-        raise SystemExit("no sentiment model registered: run `python -m export prepare` first")
+    task, mv, backend = served_classifier(argparse.ArgumentParser(prog="python -m bench.sentiment_domains"),
+                                          "sentiment")
     group = task.evaluation.group_by  # each domain is scored as the model card scores a language
     rows = [{**r, group: r["domain"]} for r in vader_rows(ROOT / "data" / "vader")]
-    preds = predict_labels(task, open_version(s.models_dir, mv), s, [r["text"] for r in rows])
+    preds = predict_labels(task, backend, settings(), [r["text"] for r in rows])
     splits = build_data("sentiment")
     name, base = baseline(task, splits, rows)
     return {"version": mv.version, "rows": len(rows), "model": with_groups(task, group, rows, preds),

@@ -96,21 +96,58 @@ def test_a_classifier_stores_its_embedding_in_int8_and_an_export_of_an_older_rec
     assert _stale(replace(mv, path=str(old)))  # written before the format was recorded: format 1
 
 
-def test_int8_keeps_down_proj_and_a_classifiers_score_head_in_fp32(tiny_classifier_export, tiny_lm_export):
-    """down_proj stays fp32 in both kinds; the classifier's score head too (it writes the logits: int8 there cost
-    sentiment 1.2 points of validation accuracy); every other layer MatMul is int8."""
+def test_int8_keeps_an_lms_down_proj_and_a_classifiers_score_head_in_fp32(tiny_classifier_export, tiny_lm_export):
+    """The LM's down_proj stays fp32; the classifier's is 4-bit weight-only (MatMulNBits) and its score head fp32
+    (it writes the logits: int8 there cost sentiment 1.2 points of validation accuracy); every other layer MatMul
+    is int8."""
     import onnx
 
-    def fp32_matmuls(export):
-        graph = onnx.load(str(export.onnx("int8")), load_external_data=False).graph
-        weights = {t.name for t in graph.initializer}
-        return {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights}
+    def graph(export):
+        return onnx.load(str(export.onnx("int8")), load_external_data=False).graph
 
-    clf, lm = fp32_matmuls(tiny_classifier_export), fp32_matmuls(tiny_lm_export)
-    assert any("/score/" in n for n in clf) and not any("/score/" in n for n in lm)
-    assert all("down_proj" in n or "/score/" in n for n in clf) and any("down_proj" in n for n in clf)
+    def fp32_matmuls(g):
+        weights = {t.name for t in g.initializer}
+        return {n.name for n in g.node if n.op_type == "MatMul" and n.input[1] in weights}
+
+    clf_graph, lm_graph = graph(tiny_classifier_export), graph(tiny_lm_export)
+    clf, lm = fp32_matmuls(clf_graph), fp32_matmuls(lm_graph)
+    assert clf and all("/score/" in n for n in clf) and not any("/score/" in n for n in lm)
+    nbits = [n for n in clf_graph.node if n.op_type == "MatMulNBits"]
+    assert nbits and all("down_proj" in n.name for n in nbits)
+    assert {a.name: a.i for n in nbits for a in n.attribute if a.name in ("bits", "block_size")} == \
+        {"bits": 4, "block_size": 32}
     assert all("down_proj" in n or "lm_head" not in n and "/layers." not in n for n in lm)
-    assert not any("lm_head" in n for n in lm)
+    assert any("down_proj" in n for n in lm) and not any("lm_head" in n for n in lm)
+    assert not any(n.op_type == "MatMulNBits" for n in lm_graph.node)
+
+
+def test_int8_can_make_named_matmuls_weight_only_first(tiny_classifier_export, tokenizer, tmp_path):
+    """quantize_int8(nbits=...): the named MatMuls as MatMulNBits (here 8-bit blocks, a bench.quant variant), the
+    rest as before, and the classifier still answers like its fp32 export."""
+    import onnx
+
+    from export.onnx_export import INT8_OPS, quantize_int8
+    from runtime.lm import OnnxClassifier
+    from runtime.registry import ModelKind
+
+    src = tiny_classifier_export.onnx("fp32")
+    dst = tmp_path / "int8" / "model.onnx"
+    quantize_int8(src, dst, INT8_OPS[ModelKind.CLASSIFIER], ("/score/",),
+                  nbits={"/down_proj/": dict(bits=8, block_size=32, accuracy_level=4)})
+    graph = onnx.load(str(dst), load_external_data=False).graph
+    ops = {n.name: n.op_type for n in graph.node}
+    nbits = [n for n, op in ops.items() if op == "MatMulNBits"]
+    assert nbits and all("down_proj" in n for n in nbits)
+    weights = {t.name for t in graph.initializer}
+    fp32 = {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights}
+    assert fp32 and all("/score/" in n for n in fp32)
+    assert len(nbits) == sum("down_proj" in n and op == "MatMul" for n, op in
+                             {n.name: n.op_type for n in onnx.load(str(src), load_external_data=False)
+                              .graph.node}.items())
+    texts = ["a fine film", "Two hours I will never get back.", "物流很快"]
+    ref = OnnxClassifier(src, tokenizer, "fp32", "cpu").predict_proba(texts)
+    got = OnnxClassifier(dst, tokenizer, "int8", "cpu").predict_proba(texts)
+    assert abs(got - ref).max() < 0.05
 
 
 def test_export_refuses_a_model_beyond_tolerance(tiny_lm_dir, tmp_path):

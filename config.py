@@ -77,13 +77,14 @@ class Settings:
     decode_graph: bool = field(default_factory=lambda: _env("NLPAPP_DECODE_GRAPH", "1") not in ("0", "false", "off"))
     # Generation tasks whose one-token steps run on a decode graph with their adapter merged in (export/
     # merged_decode.py) when only their rows are in the step: batch-1 decoding without the LoRA nodes (12.4 against
-    # 15.4 ms a step), for ~0.35 GB a task. On validation summarize lost 0.7 ROUGE-L with it, QA nothing; with both
-    # on, every tab answered 0.8 s later after a start and the server held 3.75 GB instead of 3.07 (BENCHMARKS.md).
-    # generate may be added (its quotes answer ~26% faster) at +0.37 GB: 4.25 GB served, at the memory bound of
-    # BENCHMARKS.md, so it is not on by default.
+    # 15.4 ms a step), for ~0.3-0.37 GB a task. On validation summarize lost 0.7 ROUGE-L with it, QA nothing, and
+    # generate's quotes answered ~26% faster with its poems as often in form (its perplexity is scored by prefill,
+    # on int8). Translation keeps its steps on int8 (its validation lost on 4-bit steps). Generate was left out while
+    # it put the server at issue 13's memory bound (4.25 of 4.26 GB); since the classifiers' down_proj went 4-bit the
+    # three hold 3.40 GB (BENCHMARKS.md, 2026-12-06).
     # Comma-separated task names, or "none"; `python -m export prepare` builds the graphs.
     merged_decode: tuple[str, ...] = field(default_factory=lambda: tuple(
-        t.strip() for t in _env("NLPAPP_MERGED_DECODE", "qa,summarize").split(",")
+        t.strip() for t in _env("NLPAPP_MERGED_DECODE", "qa,summarize,generate").split(",")
         if t.strip() and t.strip().lower() not in ("none", "0", "off")))
     # 1: let a tab's GPT reorder what its lookup found before answering (Task.rerank; customer service: close
     # knowledge-base candidates, ~1.5 s more on 2 CPU cores for a question that needs it). Off by default: on the

@@ -51,7 +51,7 @@ TASK = Task(
                             f"{percent(base.get(g, {}).get('accuracy', 0))})" for g in ("English", "Chinese")
                             if isinstance(ft.get(g), dict))),
     about="Reads English and Chinese. Good at clear-cut opinions about films and products; mixed, sarcastic or "
-          "very short comments often go wrong (about 1 review in 8 in English and 1 in 10 in Chinese on held-out "
+          "very short comments often go wrong (about 1 review in 8, in English and in Chinese, on held-out "
           "data). Its English training was film reviews only: on tweets and newspaper editorials it is wrong about "
           "1 time in 5, mostly calling mildly positive text negative (python -m bench.sentiment_domains).",
 )

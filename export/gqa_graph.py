@@ -191,12 +191,9 @@ def quantize_int8(fp32: Path, work: Path, nbits: dict, down_proj: str = "4bit", 
 
     from export.onnx_export import quantize_int8 as dynamic_int8
 
-    if down_proj == "4bit":
-        mixed, keep_fp32 = _save(quantize_mixed(onnx.load(str(fp32)), nbits, symmetric), work / "down4"), ()
-    else:
-        mixed, keep_fp32 = fp32, ("/down_proj/",)
-    dynamic_int8(mixed, work / "int8.onnx", ("MatMul",), keep_fp32, external_data=True)
-    shutil.rmtree(work / "down4", ignore_errors=True)
+    four_bit = down_proj == "4bit"
+    dynamic_int8(fp32, work / "int8.onnx", ("MatMul",), () if four_bit else ("/down_proj/",), external_data=True,
+                 nbits=nbits if four_bit else None, symmetric=symmetric)
     return onnx.load(str(work / "int8.onnx"))
 
 

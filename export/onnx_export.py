@@ -150,12 +150,13 @@ def _untie_lm_head(model) -> None:
 
 def quantize_int8(src: Path, dst: Path, ops: tuple[str, ...] = ("MatMul",),
                   keep_fp32: tuple[str, ...] = FP32_MATMULS[ModelKind.LM], reduce_range: bool = True,
-                  external_data: bool = False, nbits: dict | None = None) -> None:
+                  external_data: bool = False, nbits: dict | None = None, symmetric: bool = False) -> None:
     """Dynamic int8 weights of `ops` (MatMul; a classifier's embedding Gather too): per-channel, reduce_range
     (7-bit weights: no saturation on CPUs without VNNI), MatMuls named with a part of `keep_fp32` (MLP down_proj,
     a classifier's score head) left in fp32. external_data: the weights in a file beside dst (a graph over 2 GB).
     nbits: MatMuls named with a part of a key are first made weight-only MatMulNBits with that key's options
-    (export.gqa_graph.quantize_mixed: bits, block_size, accuracy_level), whatever `keep_fp32` says of them.
+    (export.gqa_graph.quantize_mixed: bits, block_size, accuracy_level), whatever `keep_fp32` says of them; their
+    blocks without zero points if `symmetric`.
 
     Measured on SmolLM2 (next-token argmax agreement with PyTorch over the sample texts): per-tensor on all
     MatMuls 36% (cosine 0.86), per-channel+reduce_range on all 54%, with down_proj kept fp32 79% (cosine 0.98).
@@ -170,7 +171,7 @@ def quantize_int8(src: Path, dst: Path, ops: tuple[str, ...] = ("MatMul",),
         if nbits:
             from export.gqa_graph import _save, quantize_mixed
 
-            src = _save(quantize_mixed(onnx.load(str(src)), nbits, symmetric=False), Path(tmp))
+            src = _save(quantize_mixed(onnx.load(str(src)), nbits, symmetric), Path(tmp))
         graph = onnx.load(str(src), load_external_data=False).graph
         exclude = [n.name for n in graph.node if n.op_type == "MatMul" and any(k in n.name for k in keep_fp32)]
         quantize_dynamic(src, dst, op_types_to_quantize=list(ops), per_channel=True, reduce_range=reduce_range,

@@ -71,7 +71,7 @@ def run() -> dict:
     name, base = baseline(task, splits, rows)
     return {"version": mv.version, "rows": len(rows), "model": with_groups(task, group, rows, preds),
             "baseline": base, "baseline_name": name, "majority": majority_class(task, splits, rows),
-            "labels": dict(collections.Counter(r["label"] for r in rows)), "domains": [r["domain"] for r in rows],
+            "labels": dict(collections.Counter(r["label"] for r in rows)), "domains": dict(collections.Counter(r["domain"] for r in rows)),
             "predicted": dict(collections.Counter(preds))}
 
 
@@ -82,10 +82,9 @@ def main() -> int:
     print("| set | n | model accuracy | recall negative / positive | baseline accuracy | majority accuracy |\n"
           "|---|---|---|---|---|---|")
     m, b, maj = res["model"], res["baseline"], res["majority"]
-    n = collections.Counter(res["domains"])
     for domain in [None, *DOMAINS.values()]:
         mm, bb, jj = (m, b, maj) if domain is None else (m[domain], b[domain], maj[domain])
-        print(f"| {domain or 'all'} | {n[domain] if domain else res['rows']} | {mm['accuracy']:.3f} | "
+        print(f"| {domain or 'all'} | {res['domains'][domain] if domain else res['rows']} | {mm['accuracy']:.3f} | "
               f"{mm['recall negative']:.2f} / {mm['recall positive']:.2f} | {bb['accuracy']:.3f} | "
               f"{jj['accuracy']:.3f} |")
     return 0
